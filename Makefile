@@ -1,0 +1,30 @@
+# The two commands a new user needs: `make serve` and `make test`. Both set up .venv first.
+PY := .venv/bin/python
+export HF_HUB_DISABLE_TELEMETRY := 1
+
+.PHONY: venv serve ask test test-fast lint bench clean
+
+venv:
+	@scripts/setup-venv.sh
+
+serve: venv
+	.venv/bin/seesay serve
+
+ask: venv
+	.venv/bin/seesay ask --example red-tshirt "What colour is this item?"
+
+test: venv
+	HF_HUB_OFFLINE=1 $(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: venv
+	HF_HUB_OFFLINE=1 $(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+lint: venv
+	.venv/bin/ruff check src tests bench
+	.venv/bin/mypy
+
+bench: venv
+	HF_HUB_OFFLINE=1 $(PY) bench/engine.py
+
+clean:
+	rm -rf .venv .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,155 @@
+"""The one boundary between seesay and whatever runs the model.
+
+An :class:`Engine` turns :class:`~seesay.types.GenerationRequest` objects into
+:class:`~seesay.types.GenerationResult` objects and knows nothing about HTTP, caching or
+safety. Work is split in two so one bad request fails alone and CPU-bound preprocessing can
+run beside generation:
+
+* :meth:`Engine.prepare` checks and preprocesses one request (tokenise, image tensors,
+  context-length check) and raises a :class:`~seesay.errors.SeesayError` if it cannot run;
+* :meth:`Engine.generate` runs a batch of prepared requests together and returns one result
+  per request, in order. It reports text deltas and honours cancellation through an
+  optional :class:`GenerationObserver`, so streaming and batching are the same code path.
+
+Engines are synchronous and may block for seconds: callers on an event loop run them in a
+worker thread. ``generate`` is called by one thread at a time.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from seesay.images import PixelBudget
+from seesay.types import GenerationRequest, GenerationResult
+
+
+class GenerationObserver(Protocol):
+    """Receives progress for the rows of one ``generate`` call (row = index in the batch)."""
+
+    def on_text(self, row: int, delta: str) -> None:
+        """New answer text for ``row``; the deltas of a row concatenate to its final text."""
+
+    def is_cancelled(self, row: int) -> bool:
+        """True once the caller no longer wants ``row`` (e.g. the client disconnected)."""
+
+
+@dataclass(frozen=True)
+class PreparedRequest:
+    """A request that passed :meth:`Engine.prepare` and can join a batch.
+
+    Attributes:
+        request: The original request.
+        prompt_tokens: Prompt length in tokens, image tokens included.
+        image_tokens: How many of those are image tokens.
+        max_new_tokens: The output bound after applying defaults and the context limit.
+        preprocess_s: Seconds ``prepare`` took.
+        payload: Engine-specific inputs (tensors for a local engine); opaque to callers.
+    """
+
+    request: GenerationRequest
+    prompt_tokens: int
+    image_tokens: int
+    max_new_tokens: int
+    preprocess_s: float = 0.0
+    payload: object = field(default=None, repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    """What ``seesay info`` and ``/v1/models`` report about a loaded engine."""
+
+    engine: str
+    model: str
+    device: str
+    dtype: str
+    attention: str
+    pixel_budget: PixelBudget
+    max_model_len: int
+    parameters: int | None = None
+    adapters: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class EngineHealth:
+    """Liveness of the engine; ``detail`` explains a failure."""
+
+    ok: bool
+    detail: str = ""
+
+
+class Engine(ABC):
+    """Runs a vision-language model. See the module docstring for the contract."""
+
+    @abstractmethod
+    def prepare(self, request: GenerationRequest) -> PreparedRequest:
+        """Validate and preprocess one request; raise ``SeesayError`` if it cannot run."""
+
+    @abstractmethod
+    def generate(
+        self, batch: Sequence[PreparedRequest], observer: GenerationObserver | None = None
+    ) -> list[GenerationResult]:
+        """Answer every prepared request in ``batch``; ``len(result) == len(batch)``."""
+
+    @abstractmethod
+    def info(self) -> EngineInfo:
+        """Describe the loaded model and how it runs."""
+
+    def health(self) -> EngineHealth:
+        """Whether the engine can serve; engines with remote parts override this."""
+        return EngineHealth(ok=True)
+
+    def close(self) -> None:  # noqa: B027 - optional hook, most engines hold nothing to release
+        """Release the model and any resources; the engine is unusable afterwards."""
+
+    def answer(self, request: GenerationRequest) -> GenerationResult:
+        """Prepare and generate one request on its own."""
+        return self.generate([self.prepare(request)])[0]
+
+    def stream(self, request: GenerationRequest) -> Iterator[str]:
+        """Yield the answer's text deltas as they are generated.
+
+        Generation runs in a worker thread; closing the iterator early cancels it.
+        The final :class:`GenerationResult` is available as ``StopIteration.value``.
+        """
+        prepared = self.prepare(request)
+        sink = _QueueObserver()
+        outcome: dict[str, object] = {}
+
+        def run() -> None:
+            try:
+                outcome["result"] = self.generate([prepared], sink)[0]
+            except BaseException as exc:  # handed to the consumer thread below
+                outcome["error"] = exc
+            finally:
+                sink.deltas.put(None)
+
+        worker = threading.Thread(target=run, name=f"stream-{request.request_id}", daemon=True)
+        worker.start()
+        try:
+            while (delta := sink.deltas.get()) is not None:
+                yield delta
+        finally:
+            sink.cancelled.set()
+            worker.join()
+        if "error" in outcome:
+            raise outcome["error"]  # type: ignore[misc]
+        return outcome["result"]  # type: ignore[return-value]
+
+
+class _QueueObserver:
+    """Observer for a single-row ``generate`` that hands deltas to another thread."""
+
+    def __init__(self) -> None:
+        self.deltas: queue.Queue[str | None] = queue.Queue()
+        self.cancelled = threading.Event()
+
+    def on_text(self, row: int, delta: str) -> None:
+        self.deltas.put(delta)
+
+    def is_cancelled(self, row: int) -> bool:
+        return self.cancelled.is_set()

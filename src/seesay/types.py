@@ -1,0 +1,145 @@
+"""Internal request and result types, shared by the service, the scheduler and every engine.
+
+These are frozen dataclasses: the HTTP layer converts its pydantic wire schemas into them,
+and nothing downstream sees a wire schema. Images arrive here already decoded and
+normalised (see :mod:`seesay.images`).
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Literal
+
+from seesay.images import NormalizedImage, PixelBudget
+
+Role = Literal["system", "user", "assistant"]
+FinishReason = Literal["stop", "length", "cancelled", "content_filter"]
+
+
+@dataclass(frozen=True)
+class TextPart:
+    """A piece of text inside a message."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class ImagePart:
+    """A picture inside a message, already decoded, oriented and fitted to its pixel budget."""
+
+    image: NormalizedImage
+
+
+ContentPart = TextPart | ImagePart
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    """One turn of a conversation."""
+
+    role: Role
+    content: tuple[ContentPart, ...]
+
+    @classmethod
+    def user(cls, *parts: str | NormalizedImage) -> ChatMessage:
+        """A user turn from strings and images, in order."""
+        return cls("user", tuple(TextPart(p) if isinstance(p, str) else ImagePart(p) for p in parts))
+
+    @property
+    def images(self) -> tuple[NormalizedImage, ...]:
+        return tuple(p.image for p in self.content if isinstance(p, ImagePart))
+
+    @property
+    def text(self) -> str:
+        return "".join(p.text for p in self.content if isinstance(p, TextPart))
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """What the caller asked for; ``None`` means "the model's default" (see ``engine.sampling``).
+
+    Attributes:
+        max_new_tokens: Upper bound on generated tokens; unset means the engine default,
+            clipped to what is left of the context window.
+        temperature: 0 means greedy decoding.
+        top_p: Nucleus sampling mass in (0, 1].
+        top_k: Keep only the k most likely tokens; 0 disables.
+        presence_penalty: OpenAI semantics: subtracted once from the logit of every token
+            already generated in this answer.
+        frequency_penalty: OpenAI semantics: subtracted per occurrence in this answer.
+        repetition_penalty: transformers/CTRL semantics (divides positive logits), over the
+            prompt and the answer; 1.0 disables.
+        seed: Makes sampling reproducible for this request, whatever else shares its batch.
+        stop: Strings that end generation; they are not included in the answer.
+    """
+
+    max_new_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    repetition_penalty: float | None = None
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+
+
+def new_request_id() -> str:
+    return f"req-{uuid.uuid4().hex[:24]}"
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """One question for the engine: a conversation plus how to answer it.
+
+    Attributes:
+        messages: The conversation; images are already normalised to ``pixel_budget``.
+        sampling: Generation controls.
+        pixel_budget: The budget the images were fitted to; ``None`` means the engine's.
+        adapter: Name of a LoRA adapter to answer with (``None``: the base model).
+        request_id: Correlates logs, metrics and results.
+    """
+
+    messages: tuple[ChatMessage, ...]
+    sampling: SamplingParams = SamplingParams()
+    pixel_budget: PixelBudget | None = None
+    adapter: str | None = None
+    request_id: str = field(default_factory=new_request_id)
+
+    @property
+    def images(self) -> tuple[NormalizedImage, ...]:
+        return tuple(image for message in self.messages for image in message.images)
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Token accounting as OpenAI reports it; ``prompt_tokens`` includes image tokens."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    image_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(frozen=True)
+class Timings:
+    """Seconds spent on each stage of one request inside the engine."""
+
+    preprocess_s: float = 0.0
+    first_token_s: float | None = None
+    generate_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class GenerationResult:
+    """The answer to one :class:`GenerationRequest`: decoded new text only, no special tokens."""
+
+    request_id: str
+    text: str
+    finish_reason: FinishReason
+    usage: Usage
+    timings: Timings = Timings()
