@@ -20,7 +20,7 @@ from __future__ import annotations
 import queue
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -110,7 +110,7 @@ class Engine(ABC):
         """Prepare and generate one request on its own."""
         return self.generate([self.prepare(request)])[0]
 
-    def stream(self, request: GenerationRequest) -> Iterator[str]:
+    def stream(self, request: GenerationRequest) -> Generator[str, None, GenerationResult]:
         """Yield the answer's text deltas as they are generated.
 
         Generation runs in a worker thread; closing the iterator early cancels it.
@@ -118,13 +118,14 @@ class Engine(ABC):
         """
         prepared = self.prepare(request)
         sink = _QueueObserver()
-        outcome: dict[str, object] = {}
+        results: list[GenerationResult] = []
+        errors: list[BaseException] = []
 
         def run() -> None:
             try:
-                outcome["result"] = self.generate([prepared], sink)[0]
-            except BaseException as exc:  # handed to the consumer thread below
-                outcome["error"] = exc
+                results.extend(self.generate([prepared], sink))
+            except BaseException as exc:  # re-raised in the consumer's thread below
+                errors.append(exc)
             finally:
                 sink.deltas.put(None)
 
@@ -136,9 +137,9 @@ class Engine(ABC):
         finally:
             sink.cancelled.set()
             worker.join()
-        if "error" in outcome:
-            raise outcome["error"]  # type: ignore[misc]
-        return outcome["result"]  # type: ignore[return-value]
+        if errors:
+            raise errors[0]
+        return results[0]
 
 
 class _QueueObserver:

@@ -64,7 +64,7 @@ def load_processor(source: str | Path, *, trust_remote_code: bool = False, **hub
     elif is_torchvision_available():
         processor = processor_cls.from_pretrained(source, **hub_kwargs)
     else:
-        processor = image_only(processor_cls).from_pretrained(source, **hub_kwargs)
+        processor = image_only(processor_cls).from_pretrained(source, **hub_kwargs)  # type: ignore[arg-type]
     if not hasattr(processor, "image_processor"):
         raise ModelLoadError(f"{source} has no image processor: is it a vision-language checkpoint?")
     return processor

@@ -1,0 +1,207 @@
+"""The ``seesay`` command line.
+
+``ask`` prints the answer alone on stdout and everything else on stderr, so it composes in
+shell pipelines; errors print one readable line on stderr and exit non-zero.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict, replace
+from typing import Any
+
+from seesay import __version__
+from seesay.errors import SeesayError
+
+log = logging.getLogger("seesay")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``seesay`` console script; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, stream=sys.stderr,
+                        format="%(levelname)s %(name)s: %(message)s")
+    _quiet_libraries(args.verbose)
+    if not hasattr(args, "func"):
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return int(args.func(args))
+    except (SeesayError, ValueError, FileNotFoundError) as exc:
+        print(f"seesay: error: {getattr(exc, 'message', exc)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="seesay",
+        description="seesay: visual question answering with Qwen3-VL models. Ask about a picture "
+        "(`seesay ask photo.jpg \"What colour is this?\"`), serve an OpenAI-compatible API "
+        "(`seesay serve`), or build and evaluate the built-in demo model (`seesay demo`).",
+    )
+    parser.add_argument("--version", action="version", version=f"seesay {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log diagnostics to stderr")
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+    _add_ask(commands)
+    _add_info(commands)
+    _add_optional_commands(commands)
+    return parser
+
+
+def _add_model_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("model")
+    group.add_argument("--model", help="hub id or local folder (default: $SEESAY_MODEL, else the built-in "
+                       "demo model)")
+    group.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
+    group.add_argument("--dtype", help="auto, bfloat16, float16 or float32 (default: auto)")
+    group.add_argument("--max-pixels", type=int, help="pixel budget per image (default: the model's)")
+    group.add_argument("--min-pixels", type=int, help="smaller images are upsampled to this many pixels")
+
+
+def _add_ask(commands: Any) -> None:
+    ask = commands.add_parser("ask", help="answer a question about a picture",
+                              description="Answer a question about a picture; the answer alone goes to stdout.")
+    ask.add_argument("image", help="image file, '-' for standard input, or example:NAME for a bundled "
+                     "picture (example:red-tshirt)")
+    ask.add_argument("question", help="the question, e.g. 'What colour is this item?'")
+    _add_model_options(ask)
+    gen = ask.add_argument_group("generation")
+    gen.add_argument("--max-new-tokens", type=int, help="upper bound on answer tokens")
+    gen.add_argument("--temperature", type=float, help="0 for greedy decoding (default: the model card's 0.7)")
+    gen.add_argument("--top-p", type=float)
+    gen.add_argument("--top-k", type=int)
+    gen.add_argument("--presence-penalty", type=float, help="OpenAI semantics (default: 1.5)")
+    gen.add_argument("--seed", type=int, help="make sampling reproducible")
+    gen.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
+    out = ask.add_argument_group("output")
+    out.add_argument("--stream", action="store_true", help="print the answer as it is generated")
+    out.add_argument("--json", action="store_true", help="print a JSON object with text, usage and timings")
+    ask.set_defaults(func=run_ask)
+
+
+def _add_info(commands: Any) -> None:
+    info = commands.add_parser("info", help="show device, dtype, attention, model and pixel budget")
+    _add_model_options(info)
+    info.add_argument("--json", action="store_true", help="print JSON")
+    info.set_defaults(func=run_info)
+
+
+def _add_optional_commands(commands: Any) -> None:
+    from seesay.demo.commands import add_demo_commands
+
+    add_demo_commands(commands)
+    try:
+        from seesay.api.commands import add_serve_command
+    except ImportError as exc:  # the serve extra is not installed
+        serve = commands.add_parser("serve", help="run the HTTP API (needs: pip install 'seesay[serve]')")
+        serve.set_defaults(func=lambda _args, reason=str(exc): _missing_serve(reason))
+    else:
+        add_serve_command(commands)
+
+
+def _missing_serve(reason: str) -> int:
+    print(f"seesay: error: the server needs pip install 'seesay[serve]' ({reason})", file=sys.stderr)
+    return 1
+
+
+def engine_from_args(args: argparse.Namespace) -> Any:
+    """Load the engine configured by environment/config file, overridden by command-line flags."""
+    from seesay.config import Settings
+    from seesay.engine.registry import create_engine
+
+    settings = Settings()
+    config = settings.engine_config()
+    overrides = {name: getattr(args, name) for name in ("model", "device", "dtype", "max_pixels", "min_pixels")
+                 if getattr(args, name, None) is not None}
+    return create_engine(settings.engine, replace(config, **overrides))
+
+
+def run_ask(args: argparse.Namespace) -> int:
+    from seesay.images import load_image
+    from seesay.types import ChatMessage, GenerationRequest, SamplingParams
+
+    engine = engine_from_args(args)
+    image = load_image(_read_image_arg(args.image), engine.info().pixel_budget)
+    sampling = SamplingParams(
+        max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
+        presence_penalty=args.presence_penalty, seed=args.seed, stop=tuple(args.stop),
+    )
+    request = GenerationRequest((ChatMessage.user(image, args.question),), sampling)
+    if args.stream and not args.json:
+        stream = engine.stream(request)
+        result = print_stream(stream)
+    else:
+        result = engine.answer(request)
+        print(json.dumps(_result_json(result, engine), ensure_ascii=False) if args.json else result.text)
+    log.info("usage %s", result.usage)
+    return 0
+
+
+def print_stream(stream: Any) -> Any:
+    """Print each delta of an engine stream as it arrives; return the final result."""
+    while True:
+        try:
+            delta = next(stream)
+        except StopIteration as done:
+            print(flush=True)
+            return done.value
+        print(delta, end="", flush=True)
+
+
+def run_info(args: argparse.Namespace) -> int:
+    info = engine_from_args(args).info()
+    fields = asdict(info)
+    if args.json:
+        print(json.dumps(fields))
+        return 0
+    budget = info.pixel_budget
+    rows = {**fields, "pixel_budget": f"{budget.min_pixels}..{budget.max_pixels} px "
+            f"({budget.factor}x{budget.factor} px per visual token)"}
+    for name, value in rows.items():
+        print(f"{name:14} {value}")
+    return 0
+
+
+def _read_image_arg(value: str) -> bytes:
+    if value == "-":
+        return sys.stdin.buffer.read()
+    if value.startswith("example:"):
+        from seesay.demo.examples import example_path
+
+        value = str(example_path(value.removeprefix("example:")))
+    if not os.path.isfile(value):
+        raise FileNotFoundError(f"image file not found: {value}")
+    with open(value, "rb") as handle:
+        return handle.read()
+
+
+def _result_json(result: Any, engine: Any) -> dict[str, Any]:
+    usage = result.usage
+    return {
+        "model": engine.info().model,
+        "text": result.text,
+        "finish_reason": result.finish_reason,
+        "usage": {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
+                  "total_tokens": usage.total_tokens, "image_tokens": usage.image_tokens},
+        "timings": asdict(result.timings),
+    }
+
+
+def _quiet_libraries(verbose: bool) -> None:
+    """Keep library chatter (progress bars, advice) off stderr unless --verbose."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if not verbose:
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

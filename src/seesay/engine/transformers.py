@@ -1,0 +1,297 @@
+"""The local engine: any Qwen-VL family checkpoint, run with Hugging Face transformers.
+
+Contract (see :mod:`seesay.engine.base`): ``prepare`` renders the conversation with the
+model's own chat template and runs the model's own processor on the already normalised
+images, then refuses a request whose prompt plus output would not fit in
+``max_model_len``; ``generate`` left-pads a batch into one ``model.generate`` call, samples
+every row with its own settings (:mod:`seesay.engine.sampling`) and stops, streams and
+cancels every row on its own (:mod:`seesay.engine.decoding`). Only new tokens are decoded,
+without special tokens. Token ids stay integer tensors; only pixel values take the model's
+dtype.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from transformers import AutoModelForImageTextToText, GenerationConfig
+
+from seesay.engine.base import Engine, EngineInfo, GenerationObserver, PreparedRequest
+from seesay.engine.config import TransformersEngineConfig
+from seesay.engine.decoding import AnswerText, BatchStopper, RowState
+from seesay.engine.device import DevicePlan, plan_device
+from seesay.engine.processor import load_processor
+from seesay.engine.registry import register_engine
+from seesay.engine.sampling import ResolvedSampling, RowSampler, model_defaults, resolve_sampling
+from seesay.errors import ContextLengthExceededError, InvalidRequestError, ModelLoadError
+from seesay.images import PixelBudget
+from seesay.types import ChatMessage, GenerationRequest, GenerationResult, ImagePart, Timings, Usage
+
+log = logging.getLogger(__name__)
+
+_FLOAT_INPUTS = ("pixel_values",)
+
+
+@dataclass(frozen=True)
+class ModelInputs:
+    """One request's processor output (batch dimension 1, unpadded) and its sampling."""
+
+    tensors: dict[str, torch.Tensor]
+    sampling: ResolvedSampling
+
+
+class TransformersEngine(Engine):
+    """Runs a Qwen-VL checkpoint in this process (see module docstring)."""
+
+    def __init__(self, config: TransformersEngineConfig) -> None:
+        self.config = config
+        self.plan: DevicePlan = plan_device(config.device, config.dtype, config.attention)
+        source = config.model_source
+        hub = {"revision": config.revision} if config.revision else {}
+        log.info("loading %s on %s (%s, %s)", source, self.plan.device, self.plan.dtype_name, self.plan.attention)
+        try:
+            self.processor = load_processor(source, trust_remote_code=config.trust_remote_code, **hub)
+            self.model = _load_model(source, self.plan, config.trust_remote_code, hub)
+        except ModelLoadError:
+            raise
+        except (OSError, ValueError) as exc:
+            raise ModelLoadError(f"cannot load model '{source}': {exc}") from exc
+        self.tokenizer: Any = self.processor.tokenizer
+        self.image_token_id = int(self.processor.image_token_id)  # type: ignore[attr-defined]
+        self.pixel_budget = self._pixel_budget()
+        self.sampling_defaults = model_defaults(self.model.generation_config.to_dict())
+        self.eos_token_ids = _eos_token_ids(self.model.generation_config, self.tokenizer)
+        self.pad_token_id = self._pad_token_id()
+
+    # -- Engine API -------------------------------------------------------------------------
+
+    def prepare(self, request: GenerationRequest) -> PreparedRequest:
+        started = time.perf_counter()
+        if request.adapter is not None:
+            raise InvalidRequestError(f"adapter '{request.adapter}' is not loaded; this engine serves the "
+                                      "base model only", param="adapter")
+        sampling = resolve_sampling(request.sampling, self.sampling_defaults)
+        budget = self._request_budget(request.pixel_budget)
+        tensors = self._process(request.messages, budget)
+        prompt_tokens = int(tensors["input_ids"].shape[1])
+        image_tokens = int((tensors["input_ids"] == self.image_token_id).sum())
+        max_new_tokens = self._max_new_tokens(request, prompt_tokens, image_tokens)
+        return PreparedRequest(request, prompt_tokens, image_tokens, max_new_tokens,
+                               time.perf_counter() - started, ModelInputs(tensors, sampling))
+
+    def generate(self, batch: Sequence[PreparedRequest],
+                 observer: GenerationObserver | None = None) -> list[GenerationResult]:
+        if not batch:
+            return []
+        started = time.perf_counter()
+        inputs, prompt_lengths = self._collate(batch)
+        padded_length = int(inputs["input_ids"].shape[1])
+        rows = [RowState(AnswerText(self._decode, p.request.sampling.stop), p.max_new_tokens) for p in batch]
+        sampler = RowSampler([_inputs(p).sampling for p in batch], prompt_lengths, padded_length, self.plan.device)
+        stopper = BatchStopper(rows, self.eos_token_ids, observer)
+        with torch.inference_mode():
+            self.model.generate(
+                **inputs,
+                generation_config=self._generation_config(max(p.max_new_tokens for p in batch)),
+                logits_processor=[sampler],
+                stopping_criteria=[stopper],
+            )
+        return [_result(p, row, started) for p, row in zip(batch, rows, strict=True)]
+
+    def info(self) -> EngineInfo:
+        return EngineInfo(
+            engine="transformers",
+            model=self.config.model_name,
+            device=self.plan.device if self.plan.device_map is None else f"{self.plan.device_map} (sharded)",
+            dtype=self.plan.dtype_name,
+            attention=self.plan.attention,
+            pixel_budget=self.pixel_budget,
+            max_model_len=self.config.max_model_len,
+            parameters=sum(p.numel() for p in self.model.parameters()),
+        )
+
+    def close(self) -> None:
+        del self.model
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    # -- preparation ------------------------------------------------------------------------
+
+    def _pixel_budget(self) -> PixelBudget:
+        image_processor = self.processor.image_processor
+        size = image_processor.size
+        return PixelBudget(
+            min_pixels=self.config.min_pixels or int(size["shortest_edge"]),
+            max_pixels=self.config.max_pixels or int(size["longest_edge"]),
+            factor=int(image_processor.patch_size * image_processor.merge_size),
+        )
+
+    def _request_budget(self, budget: PixelBudget | None) -> PixelBudget:
+        if budget is None:
+            return self.pixel_budget
+        if budget.factor != self.pixel_budget.factor:
+            raise InvalidRequestError(f"pixel budget factor must be {self.pixel_budget.factor} for this model, "
+                                      f"got {budget.factor}", param="pixel_budget")
+        if budget.max_pixels > self.pixel_budget.max_pixels:
+            raise InvalidRequestError(
+                f"max_pixels {budget.max_pixels} is above this server's limit of {self.pixel_budget.max_pixels}; "
+                "ask for fewer pixels", param="max_pixels")
+        return budget
+
+    def _process(self, messages: Sequence[ChatMessage], budget: PixelBudget) -> dict[str, torch.Tensor]:
+        if not messages:
+            raise InvalidRequestError("messages must not be empty", param="messages")
+        images = [part.image.image for m in messages for part in m.content if isinstance(part, ImagePart)]
+        for index, image in enumerate(images):
+            _check_normalised(index, image.size, budget)
+        prompt = self.processor.apply_chat_template(
+            [_template_message(m) for m in messages], add_generation_prompt=True, tokenize=False
+        )
+        kwargs: dict[str, Any] = {"text": [prompt], "return_tensors": "pt"}
+        if images:
+            # Intake already resized each picture exactly as the processor would (seesay.images);
+            # resizing again is not idempotent for narrow budgets, so the processor must not.
+            kwargs["images"] = images
+            kwargs["do_resize"] = False
+        return dict(self.processor(**kwargs))
+
+    def _max_new_tokens(self, request: GenerationRequest, prompt_tokens: int, image_tokens: int) -> int:
+        limit = self.config.max_model_len
+        asked = request.sampling.max_new_tokens
+        if asked is not None and asked < 1:
+            raise InvalidRequestError(f"max_new_tokens must be at least 1, got {asked}", param="max_tokens")
+        wanted = asked if asked is not None else 1
+        if prompt_tokens + wanted > limit:
+            raise ContextLengthExceededError(
+                f"this request needs {prompt_tokens} prompt tokens ({image_tokens} of them for "
+                f"{len(request.images)} image(s)) plus {wanted} output tokens = {prompt_tokens + wanted}, "
+                f"which is {prompt_tokens + wanted - limit} over the context limit of {limit}; send fewer "
+                "images, a smaller pixel budget (max_pixels), a shorter history or a smaller max_tokens",
+                param="messages",
+            )
+        return asked if asked is not None else min(self.config.default_max_new_tokens, limit - prompt_tokens)
+
+    # -- generation -------------------------------------------------------------------------
+
+    def _collate(self, batch: Sequence[PreparedRequest]) -> tuple[dict[str, torch.Tensor], list[int]]:
+        """Left-pad the rows into one batch; concatenate their image tensors in row order."""
+        rows = [_inputs(p).tensors for p in batch]
+        lengths = [int(r["input_ids"].shape[1]) for r in rows]
+        width = max(lengths)
+        pads = {"input_ids": self.pad_token_id}
+        collated: dict[str, torch.Tensor] = {}
+        for key in rows[0]:
+            parts = [r[key] for r in rows if key in r]
+            if key in ("pixel_values", "image_grid_thw"):
+                collated[key] = torch.cat(parts, dim=0)
+            else:
+                collated[key] = torch.cat([_left_pad(t, width, pads.get(key, 0)) for t in parts], dim=0)
+        return self._to_device(collated), lengths
+
+    def _to_device(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        device = self.model.device
+        return {
+            key: value.to(device, dtype=self.plan.dtype) if key in _FLOAT_INPUTS else value.to(device)
+            for key, value in tensors.items()
+        }
+
+    def _generation_config(self, max_new_tokens: int) -> GenerationConfig:
+        # Sampling happens in RowSampler; generate itself only takes the chosen token.
+        return GenerationConfig(
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            eos_token_id=sorted(self.eos_token_ids),
+            pad_token_id=self.pad_token_id,
+        )
+
+    def _decode(self, token_ids: list[int]) -> str:
+        return str(self.tokenizer.decode(token_ids, skip_special_tokens=True, clean_up_tokenization_spaces=False))
+
+    def _pad_token_id(self) -> int:
+        pad = self.tokenizer.pad_token_id
+        if pad is None:
+            pad = self.model.generation_config.pad_token_id
+        return int(pad if pad is not None else min(self.eos_token_ids))
+
+
+def _check_normalised(index: int, size: tuple[int, int], budget: PixelBudget) -> None:
+    width, height = size
+    if width % budget.factor or height % budget.factor or width * height > budget.max_pixels:
+        raise InvalidRequestError(
+            f"image {index} is {width}x{height}, not normalised for this model's pixel budget "
+            f"({budget.max_pixels} px in {budget.factor}-px tiles): pass it through seesay.images.load_image",
+            param="messages",
+        )
+
+
+def _inputs(prepared: PreparedRequest) -> ModelInputs:
+    if not isinstance(prepared.payload, ModelInputs):
+        raise TypeError("this request was prepared by another engine")
+    return prepared.payload
+
+
+def _left_pad(tensor: torch.Tensor, width: int, value: int) -> torch.Tensor:
+    missing = width - tensor.shape[1]
+    if missing == 0:
+        return tensor
+    pad = torch.full((tensor.shape[0], missing), value, dtype=tensor.dtype)
+    return torch.cat([pad, tensor], dim=1)
+
+
+def _template_message(message: ChatMessage) -> dict[str, Any]:
+    content = [
+        {"type": "image"} if isinstance(part, ImagePart) else {"type": "text", "text": part.text}
+        for part in message.content
+    ]
+    return {"role": message.role, "content": content}
+
+
+def _eos_token_ids(generation_config: GenerationConfig, tokenizer: Any) -> set[int]:
+    configured = generation_config.eos_token_id
+    ids = set(configured if isinstance(configured, list) else [] if configured is None else [configured])
+    if tokenizer.eos_token_id is not None:
+        ids.add(int(tokenizer.eos_token_id))
+    if not ids:
+        raise ModelLoadError("the model defines no end-of-sequence token (generation_config.eos_token_id)")
+    return ids
+
+
+def _result(prepared: PreparedRequest, row: RowState, started: float) -> GenerationResult:
+    now = time.perf_counter()
+    return GenerationResult(
+        request_id=prepared.request.request_id,
+        text=row.answer.text,
+        finish_reason=row.finish_reason or "length",
+        usage=Usage(prepared.prompt_tokens, row.completion_tokens, prepared.image_tokens),
+        timings=Timings(
+            preprocess_s=prepared.preprocess_s,
+            first_token_s=None if row.first_token_at is None else row.first_token_at - started,
+            generate_s=now - started,
+        ),
+    )
+
+
+def _load_model(source: str, plan: DevicePlan, trust_remote_code: bool, hub: dict[str, Any]) -> Any:
+    kwargs: dict[str, Any] = {
+        "dtype": plan.dtype,
+        "attn_implementation": plan.attention,
+        "trust_remote_code": trust_remote_code,
+        "use_safetensors": True,
+        **hub,
+    }
+    if plan.device_map is not None:
+        kwargs["device_map"] = plan.device_map
+    model = AutoModelForImageTextToText.from_pretrained(source, **kwargs)
+    if plan.device_map is None:
+        model.to(plan.device)
+    return model.eval()
+
+
+@register_engine("transformers")
+def create_transformers_engine(config: TransformersEngineConfig) -> TransformersEngine:
+    return TransformersEngine(config)

@@ -1,0 +1,174 @@
+"""The transformers engine end to end on the real demo model."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+from PIL import Image
+
+from seesay.demo.catalogue import COLOURS_BY_KEY, KINDS_BY_KEY, Item, draw_picture
+from seesay.engine.config import TransformersEngineConfig
+from seesay.engine.transformers import TransformersEngine
+from seesay.errors import ContextLengthExceededError, InvalidRequestError
+from seesay.images import NormalizedImage, PixelBudget, load_image
+from seesay.types import ChatMessage, GenerationRequest, SamplingParams
+
+from .conftest import png_bytes
+
+GREEDY = SamplingParams(temperature=0.0, max_new_tokens=32)
+
+
+def drawn(kind: str, colour: str, seed: int = 0) -> Image.Image:
+    """A fresh catalogue picture of a ``colour`` ``kind``."""
+    return draw_picture(Item(KINDS_BY_KEY[kind], COLOURS_BY_KEY[colour]), random.Random(seed))
+
+
+def picture(engine: TransformersEngine, kind: str, colour: str, seed: int = 0,
+            budget: PixelBudget | None = None) -> NormalizedImage:
+    return load_image(png_bytes(drawn(kind, colour, seed)), budget or engine.pixel_budget)
+
+
+def ask(image: NormalizedImage, question: str, sampling: SamplingParams = GREEDY,
+        **kwargs: object) -> GenerationRequest:
+    return GenerationRequest((ChatMessage.user(image, question),), sampling, **kwargs)  # type: ignore[arg-type]
+
+
+def test_demo_model_answers_catalogue_questions(engine: TransformersEngine) -> None:
+    red_tshirt = picture(engine, "tshirt", "red")
+    assert engine.answer(ask(red_tshirt, "What colour is this item?")).text == "red"
+    assert engine.answer(ask(red_tshirt, "这是什么颜色？")).text == "红色"
+
+
+def test_batch_equals_one_by_one_under_greedy(engine: TransformersEngine) -> None:
+    wide = load_image(png_bytes(drawn("jacket", "blue", 3).resize((256, 128))), engine.pixel_budget)
+    requests = [
+        ask(picture(engine, "tshirt", "red"), "What colour is this item?"),
+        ask(wide, "这件外套适合什么场合穿？"),
+        ask(picture(engine, "hat", "green", 5), "What is this item?",
+            SamplingParams(temperature=0.0, max_new_tokens=3)),
+        # A sampled row in the same batch must not change the greedy rows.
+        ask(picture(engine, "bag", "black"), "What is this?", SamplingParams(temperature=1.0, seed=7)),
+    ]
+    prepared = [engine.prepare(r) for r in requests]
+    assert len({p.prompt_tokens for p in prepared}) > 1, "rows of different lengths exercise left padding"
+    batched = engine.generate(prepared)
+    alone = [engine.generate([p])[0] for p in prepared]
+    assert [r.text for r in batched] == [r.text for r in alone]
+    assert [r.finish_reason for r in batched] == [r.finish_reason for r in alone]
+    assert batched[2].finish_reason == "length" and batched[2].usage.completion_tokens == 3
+
+
+def test_seeded_sampling_is_reproducible_whatever_shares_the_batch(engine: TransformersEngine) -> None:
+    image = picture(engine, "dress", "pink")
+    seeded = ask(image, "How should I wear it?", SamplingParams(temperature=1.5, top_p=1.0, top_k=0, seed=11))
+    other = ask(picture(engine, "shoes", "blue"), "What is this?", SamplingParams(temperature=1.5, seed=1))
+    first = engine.answer(seeded).text
+    in_batch = engine.generate([engine.prepare(other), engine.prepare(seeded)])[1].text
+    assert first == in_batch
+
+
+def test_stream_deltas_concatenate_to_the_answer(engine: TransformersEngine) -> None:
+    request = ask(picture(engine, "jacket", "orange"), "这件外套适合什么场合穿？")
+    stream = engine.stream(request)
+    deltas = []
+    while True:
+        try:
+            deltas.append(next(stream))
+        except StopIteration as done:
+            result = done.value
+            break
+    assert len(deltas) > 1
+    assert "".join(deltas) == result.text == engine.answer(request).text
+
+
+def test_usage_counts_the_processors_tokens_including_image_tokens(engine: TransformersEngine) -> None:
+    image = picture(engine, "bag", "yellow")
+    request = ask(image, "What is this item?")
+    prepared = engine.prepare(request)
+    prompt = engine.processor.apply_chat_template(
+        [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What is this item?"}]}],
+        add_generation_prompt=True, tokenize=False,
+    )
+    expected = engine.processor(text=[prompt], images=[image.image], return_tensors="pt")
+    grid = expected["image_grid_thw"][0]
+    assert prepared.prompt_tokens == expected["input_ids"].shape[1]
+    assert prepared.image_tokens == int(grid.prod()) // 4
+    result = engine.generate([prepared])[0]
+    assert result.usage.prompt_tokens == prepared.prompt_tokens
+    assert result.usage.image_tokens == prepared.image_tokens
+
+
+@pytest.mark.parametrize("max_pixels", [64 * 64, 96 * 160, 128 * 128])
+def test_request_pixel_budget_sets_image_tokens_as_the_processor_does(
+    engine: TransformersEngine, max_pixels: int
+) -> None:
+    original = drawn("shoes", "purple", 1).resize((300, 200))
+    budget = PixelBudget(min_pixels=32 * 32, max_pixels=max_pixels, factor=32)
+    prepared = engine.prepare(ask(load_image(png_bytes(original), budget), "What is this?", pixel_budget=budget))
+    stock = engine.processor.image_processor(
+        images=[original], size={"shortest_edge": budget.min_pixels, "longest_edge": budget.max_pixels},
+        return_tensors="pt",
+    )
+    assert prepared.image_tokens == int(stock["image_grid_thw"][0].prod()) // 4
+
+
+def test_request_budget_above_the_engine_limit_is_refused(engine: TransformersEngine) -> None:
+    budget = PixelBudget(min_pixels=32 * 32, max_pixels=engine.pixel_budget.max_pixels * 4)
+    with pytest.raises(InvalidRequestError, match="above this server's limit"):
+        engine.prepare(ask(picture(engine, "hat", "red", budget=budget), "What is this?", pixel_budget=budget))
+
+
+def test_stop_string_cuts_the_answer(engine: TransformersEngine) -> None:
+    request = ask(picture(engine, "jacket", "red"), "What occasions does this jacket suit?")
+    full = engine.answer(request).text
+    cut_at = full.index(" ", 5)
+    stop = full[cut_at:cut_at + 3]
+    stopped = engine.answer(ask(request.messages[0].images[0], "What occasions does this jacket suit?",
+                                SamplingParams(temperature=0.0, max_new_tokens=32, stop=(stop,))))
+    assert stopped.finish_reason == "stop"
+    assert stopped.text == full[: full.index(stop)]
+
+
+def test_request_over_the_context_limit_is_refused_before_generation() -> None:
+    small = TransformersEngine(TransformersEngineConfig(device="cpu", max_model_len=40, default_max_new_tokens=8))
+    image = load_image(png_bytes(drawn("bag", "red", 0)), small.pixel_budget)
+    with pytest.raises(ContextLengthExceededError, match=r"over the context limit of 40.*fewer images"):
+        small.prepare(ask(image, "What is this?", SamplingParams(max_new_tokens=30)))
+    # Without an explicit bound the output is clipped to what is left of the context.
+    prepared = small.prepare(ask(image, "What is this?", SamplingParams()))
+    assert prepared.prompt_tokens + prepared.max_new_tokens <= 40
+
+
+def test_token_ids_stay_integers_and_pixels_take_the_model_dtype(engine: TransformersEngine) -> None:
+    prepared = engine.prepare(ask(picture(engine, "tshirt", "blue"), "What is this?"))
+    inputs, _ = engine._collate([prepared])
+    assert inputs["input_ids"].dtype == torch.long
+    assert inputs["attention_mask"].dtype in (torch.long, torch.int64, torch.bool)
+    assert inputs["pixel_values"].dtype == engine.model.dtype
+
+
+def test_saved_model_loads_back_through_the_hub_path(engine: TransformersEngine, tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    engine.model.save_pretrained(tmp_path)
+    engine.processor.save_pretrained(tmp_path)
+    reloaded = TransformersEngine(TransformersEngineConfig(model=str(tmp_path), device="cpu"))
+    assert type(reloaded.model).__name__ == "Qwen3VLForConditionalGeneration"
+    request = ask(picture(engine, "hat", "black"), "这顶帽子适合什么场合？")
+    assert reloaded.answer(request).text == engine.answer(request).text
+    assert reloaded.pixel_budget == engine.pixel_budget
+
+
+def test_engine_info_reports_cpu_placement(engine: TransformersEngine) -> None:
+    info = engine.info()
+    assert (info.device, info.dtype, info.attention) == ("cpu", "float32", "sdpa")
+    assert info.model == "seesay-demo"
+    assert info.parameters == sum(p.numel() for p in engine.model.parameters())
+
+
+def test_unknown_image_size_is_refused(engine: TransformersEngine) -> None:
+    raw = Image.new("RGB", (100, 70), "red")
+    unnormalised = NormalizedImage(raw, "x", "PNG", raw.size)
+    with pytest.raises(InvalidRequestError, match="not normalised"):
+        engine.prepare(ask(unnormalised, "What is this?"))
