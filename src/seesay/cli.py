@@ -12,7 +12,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from typing import Any
 
 from seesay import __version__
@@ -114,14 +114,12 @@ def _missing_serve(reason: str) -> int:
 
 def engine_from_args(args: argparse.Namespace) -> Any:
     """Load the engine configured by environment/config file, overridden by command-line flags."""
-    from seesay.config import Settings
+    from seesay.config import load_settings
     from seesay.engine.registry import create_engine
 
-    settings = Settings()
-    config = settings.engine_config()
-    overrides = {name: getattr(args, name) for name in ("model", "device", "dtype", "max_pixels", "min_pixels")
-                 if getattr(args, name, None) is not None}
-    return create_engine(settings.engine, replace(config, **overrides))
+    flags = {name: getattr(args, name, None) for name in ("model", "device", "dtype", "max_pixels", "min_pixels")}
+    settings = load_settings(getattr(args, "config", None), **flags)
+    return create_engine(settings.engine, settings.engine_config())
 
 
 def run_ask(args: argparse.Namespace) -> int:

@@ -1,0 +1,71 @@
+"""The GPU path with the real Qwen3-VL-8B architecture (random weights): dtype, placement, attention.
+
+Skipped without CUDA (CI has no GPU); run it on a machine with one: ``pytest -m gpu``.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from seesay.engine.config import TransformersEngineConfig
+from seesay.engine.transformers import TransformersEngine
+from seesay.images import load_image
+from seesay.types import ChatMessage, GenerationRequest, SamplingParams
+
+from .conftest import png_bytes
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
+]
+
+# Qwen3-VL-8B-Instruct's published architecture.
+TEXT_8B = {
+    "hidden_size": 4096, "intermediate_size": 12288, "num_hidden_layers": 36, "num_attention_heads": 32,
+    "num_key_value_heads": 8, "head_dim": 128, "vocab_size": 151936, "rms_norm_eps": 1e-6,
+    "max_position_embeddings": 262144, "rope_theta": 5_000_000,
+    "rope_scaling": {"rope_type": "default", "mrope_section": [24, 20, 20], "mrope_interleaved": True},
+}
+VISION_8B = {
+    "depth": 27, "hidden_size": 1152, "intermediate_size": 4304, "num_heads": 16, "patch_size": 16,
+    "spatial_merge_size": 2, "temporal_patch_size": 2, "out_hidden_size": 4096, "num_position_embeddings": 2304,
+    "deepstack_visual_indexes": [8, 16, 24], "hidden_act": "gelu_pytorch_tanh",
+}
+
+
+def test_8b_architecture_generates_in_bf16_on_the_gpu(engine: TransformersEngine, tmp_path_factory) -> None:
+    from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
+
+    folder = tmp_path_factory.mktemp("qwen3vl-8b-random")
+    demo = engine.model.config
+    config = Qwen3VLConfig(
+        text_config=TEXT_8B, vision_config=VISION_8B, image_token_id=demo.image_token_id,
+        video_token_id=demo.video_token_id, vision_start_token_id=demo.vision_start_token_id,
+        vision_end_token_id=demo.vision_end_token_id,
+    )
+    with torch.device("cuda"):
+        model = Qwen3VLForConditionalGeneration._from_config(config, dtype=torch.bfloat16)
+    assert sum(p.numel() for p in model.parameters()) > 8.0e9
+    model.generation_config = engine.model.generation_config
+    model.save_pretrained(folder)
+    engine.processor.save_pretrained(folder)
+    del model
+    torch.cuda.empty_cache()
+
+    big = TransformersEngine(TransformersEngineConfig(model=str(folder)))
+    info = big.info()
+    assert (info.device, info.dtype) == ("cuda:0", "bfloat16" if torch.cuda.is_bf16_supported() else "float16")
+    assert info.attention in ("flash_attention_2", "sdpa")
+    assert big.model.device.type == "cuda"
+    from PIL import Image
+
+    image = load_image(png_bytes(Image.new("RGB", (640, 480), "red")), big.pixel_budget)
+    request = GenerationRequest((ChatMessage.user(image, "What colour is this?"),),
+                                SamplingParams(temperature=0.0, max_new_tokens=8))
+    prepared = big.prepare(request)
+    result = big.generate([prepared, prepared])
+    assert result[0].text == result[1].text
+    assert 1 <= result[0].usage.completion_tokens <= 8
+    assert result[0].usage.image_tokens == prepared.image_tokens > 0
+    big.close()
