@@ -32,7 +32,6 @@ from seesay.cache import (
     RedisCacheConfig,
     ResponseCache,
     key_for,
-    model_fingerprint,
 )
 from seesay.demo.catalogue import COLOURS, KINDS, Item, draw_picture
 from seesay.images import NormalizedImage, PixelBudget, load_image
@@ -65,7 +64,7 @@ def show(name: str, samples: list[float]) -> None:
 async def measure(n: int, url: str) -> None:
     image = photo(0)
     request = GenerationRequest((ChatMessage.user(image, "这件外套适合什么场合穿？"),), SamplingParams(temperature=0))
-    model = model_fingerprint("demo", "weights")
+    model = "demo@weights"
 
     async def make_key(i: int) -> CacheKey:
         return key_for(request, model, "policy-1")

@@ -25,14 +25,13 @@ from seesay.cache import (
     RedisCacheConfig,
     ResponseCache,
     key_for,
-    model_fingerprint,
 )
 from seesay.cache.keys import KEY_SCHEMA_VERSION
 from seesay.demo.catalogue import COLOURS_BY_KEY, KINDS_BY_KEY, Item, draw_picture
 from seesay.images import PixelBudget, load_image
 from seesay.types import ChatMessage, GenerationRequest, GenerationResult, SamplingParams, Usage
 
-MODEL = model_fingerprint("demo", "weights-1")
+MODEL = "demo@weights-1"
 COOLDOWN_S = 5.0
 
 

@@ -10,12 +10,12 @@ import pytest
 from PIL import Image
 
 from seesay.cache.codec import CorruptValueError, decode_result, encode_result
-from seesay.cache.keys import KEY_SCHEMA_VERSION, CacheKey, key_for, model_fingerprint, weights_fingerprint
+from seesay.cache.keys import KEY_SCHEMA_VERSION, CacheKey, key_for
 from seesay.demo.catalogue import COLOURS_BY_KEY, KINDS_BY_KEY, Item, draw_picture
 from seesay.images import NormalizedImage, PixelBudget, load_image
 from seesay.types import ChatMessage, GenerationRequest, GenerationResult, SamplingParams, Timings, Usage
 
-MODEL = model_fingerprint("demo/qwen3-vl-tiny", weights_fingerprint({"model.safetensors": "sha256:abc"}))
+MODEL = "demo/qwen3-vl-tiny@weights-abc"
 POLICY = "policy-1"
 BUDGET = PixelBudget()
 
@@ -122,9 +122,8 @@ def test_stop_strings_are_a_set(red_jacket: NormalizedImage) -> None:
 
 def test_model_adapter_policy_and_budget_change_the_key(red_jacket: NormalizedImage) -> None:
     base = request(red_jacket, temperature=0)
-    other_weights = model_fingerprint("demo/qwen3-vl-tiny", weights_fingerprint({"model.safetensors": "sha256:def"}))
-    other_defaults = model_fingerprint("demo/qwen3-vl-tiny", weights_fingerprint({"model.safetensors": "sha256:abc"}),
-                                       {"default_max_new_tokens": 64})
+    other_weights = "demo/qwen3-vl-tiny@weights-def"
+    other_defaults = "demo/qwen3-vl-tiny@weights-abc-max-new-64"
     keys = [
         key(base),
         key(base, model=other_weights),
@@ -161,13 +160,6 @@ def test_missing_model_fingerprint_or_policy_is_refused() -> None:
     with pytest.raises(ValueError, match="policy version"):
         key_for(request(), MODEL, "")
 
-
-def test_weights_fingerprint_is_order_independent_and_needs_files() -> None:
-    assert weights_fingerprint({"a": "1", "b": "2"}) == weights_fingerprint({"b": "2", "a": "1"})
-    assert weights_fingerprint({"a": "1", "b": "2"}) != weights_fingerprint({"a": "1", "b": "3"})
-    assert model_fingerprint("m", "w").startswith("m@")
-    with pytest.raises(ValueError):
-        weights_fingerprint({})
 
 
 def test_codec_round_trips_and_rejects_foreign_values() -> None:

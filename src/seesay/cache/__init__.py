@@ -9,7 +9,7 @@ torch, transformers or prometheus; redis-py is imported only when a Redis tier i
 
 from seesay.cache.breaker import BreakerConfig, BreakerState, CircuitBreaker
 from seesay.cache.codec import CorruptValueError, decode_result, encode_result
-from seesay.cache.keys import KEY_SCHEMA_VERSION, CacheKey, key_for, model_fingerprint, weights_fingerprint
+from seesay.cache.keys import KEY_SCHEMA_VERSION, CacheKey, key_for
 from seesay.cache.memory import MemoryCache, MemoryCacheConfig, MemoryStats
 from seesay.cache.observer import CacheObserver, CountingObserver, NullObserver
 from seesay.cache.phash import NearDuplicateIndex, NearDuplicateRule, PerceptualHash, perceptual_hash
@@ -57,8 +57,6 @@ __all__ = [
     "decode_result",
     "encode_result",
     "key_for",
-    "model_fingerprint",
     "parse_cache_control",
     "perceptual_hash",
-    "weights_fingerprint",
 ]

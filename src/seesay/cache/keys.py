@@ -4,7 +4,7 @@ Contract: two requests get the same :class:`CacheKey` exactly when everything th
 the answer is equal, namely
 
 * the model: its id, a fingerprint of its weights and every engine default that shapes the
-  output (see :func:`model_fingerprint`);
+  output (``EngineInfo.fingerprint``, see :mod:`seesay.engine.fingerprint`);
 * the LoRA adapter, if any;
 * the conversation as the model sees it: every message's role and its parts in order, text
   verbatim and each image by its *normalised* content hash (so a PNG and a re-encoded copy
@@ -27,7 +27,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from seesay.images import NormalizedImage, PixelBudget
@@ -66,7 +66,7 @@ def key_for(
 
     Args:
         request: The request, images already normalised.
-        model_fingerprint: From :func:`model_fingerprint`: model id, weights, output defaults.
+        model_fingerprint: ``EngineInfo.fingerprint``: model id, weights and output defaults.
         policy_version: Version string of the safety policy in force.
         image_hash: How an image is named in the key; defaults to its ``content_hash``. Pass
             ``NearDuplicateIndex.canonical_hash`` to let near-identical photos share keys.
@@ -104,48 +104,6 @@ def canonical_sampling(sampling: SamplingParams) -> dict[str, object]:
     if sampling.temperature is not None and float(sampling.temperature) == 0.0:
         values.pop("seed")  # greedy: the random generator is never drawn from
     return values
-
-
-def weights_fingerprint(files: Mapping[str, str]) -> str:
-    """One digest for a checkpoint from the identity of each of its weight files.
-
-    The engine supplies the per-file identities; seesay never reads weights here. The
-    transformers engine should pass, for every ``*.safetensors`` file (and the adapter files
-    of any LoRA), its name mapped to the sha256 of the file or, cheaper, to the hub's blob
-    hash (the ``etag``/LFS oid in the local cache path) or ``size:mtime_ns`` for a local
-    folder, plus the ``metadata`` header of the safetensors index. A remote engine passes
-    what its server reports (model id and revision).
-
-    Args:
-        files: File name → identity string; order does not matter.
-
-    Returns:
-        sha256 hex over the sorted pairs.
-
-    Raises:
-        ValueError: ``files`` is empty.
-    """
-    if not files:
-        raise ValueError("weights_fingerprint needs at least one file identity")
-    return _digest(sorted(files.items()))
-
-
-def model_fingerprint(model_id: str, weights: str, defaults: Mapping[str, object] | None = None) -> str:
-    """The ``model_fingerprint`` argument of :func:`key_for`.
-
-    Args:
-        model_id: Hub id or folder the model was loaded from.
-        weights: :func:`weights_fingerprint` of its weights.
-        defaults: Every engine setting that changes answers when a request leaves it unset:
-            the resolved sampling defaults (temperature, top_p, …), ``default_max_new_tokens``,
-            ``max_model_len`` (it clips output length), the chat template's hash, the dtype.
-
-    Returns:
-        A short, stable string: ``<model_id>@<sha256 hex prefix>``.
-    """
-    payload = {"model": model_id, "weights": weights,
-               "defaults": {k: _canonical_value(v) for k, v in (defaults or {}).items()}}
-    return f"{model_id}@{_digest(payload)[:32]}"
 
 
 def _content_hash(image: NormalizedImage) -> str:

@@ -61,7 +61,11 @@ class PreparedRequest:
 
 @dataclass(frozen=True)
 class EngineInfo:
-    """What ``seesay info`` and ``/v1/models`` report about a loaded engine."""
+    """What ``seesay info`` and ``/v1/models`` report about a loaded engine.
+
+    ``fingerprint`` changes whenever the weights or an output-shaping default change (response
+    caches key on it); ``default_temperature`` is what a request without one samples with.
+    """
 
     engine: str
     model: str
@@ -70,6 +74,8 @@ class EngineInfo:
     attention: str
     pixel_budget: PixelBudget
     max_model_len: int
+    fingerprint: str
+    default_temperature: float
     parameters: int | None = None
     adapters: tuple[str, ...] = ()
 

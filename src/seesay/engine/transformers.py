@@ -15,16 +15,19 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 from transformers import AutoModelForImageTextToText, GenerationConfig
+from transformers.utils import cached_file
 
 from seesay.engine.base import Engine, EngineInfo, GenerationObserver, PreparedRequest
 from seesay.engine.config import TransformersEngineConfig
 from seesay.engine.decoding import AnswerText, BatchStopper, RowState
 from seesay.engine.device import DevicePlan, plan_device
+from seesay.engine.fingerprint import engine_fingerprint, folder_identities
 from seesay.engine.processor import load_processor
 from seesay.engine.registry import register_engine
 from seesay.engine.sampling import ResolvedSampling, RowSampler, model_defaults, resolve_sampling
@@ -67,6 +70,7 @@ class TransformersEngine(Engine):
         self.sampling_defaults = model_defaults(self.model.generation_config.to_dict())
         self.eos_token_ids = _eos_token_ids(self.model.generation_config, self.tokenizer)
         self.pad_token_id = self._pad_token_id()
+        self.fingerprint = self._fingerprint(source, hub)
 
     # -- Engine API -------------------------------------------------------------------------
 
@@ -112,6 +116,8 @@ class TransformersEngine(Engine):
             attention=self.plan.attention,
             pixel_budget=self.pixel_budget,
             max_model_len=self.config.max_model_len,
+            fingerprint=self.fingerprint,
+            default_temperature=self.sampling_defaults.temperature,
             parameters=sum(p.numel() for p in self.model.parameters()),
         )
 
@@ -119,6 +125,20 @@ class TransformersEngine(Engine):
         del self.model
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
+
+    def _fingerprint(self, source: str, hub: dict[str, Any]) -> str:
+        config_file = cached_file(source, "config.json", **hub)
+        if config_file is None:
+            raise ModelLoadError(f"cannot locate the files of '{source}'")
+        defaults = {
+            "sampling": asdict(self.sampling_defaults),
+            "default_max_new_tokens": self.config.default_max_new_tokens,
+            "max_model_len": self.config.max_model_len,
+            "pixel_budget": asdict(self.pixel_budget),
+            "chat_template": self.processor.chat_template,
+            "dtype": self.plan.dtype_name,
+        }
+        return engine_fingerprint(self.config.model_name, folder_identities(Path(config_file).parent), defaults)
 
     # -- preparation ------------------------------------------------------------------------
 
