@@ -65,3 +65,15 @@ class MissingDependencyError(ImportError):
         )
         self.package = package
         self.extra = extra
+
+
+class ServerBusyError(SeesayError):
+    """The server cannot take the request now; the API sends ``retry_after`` seconds as Retry-After."""
+
+    status = 503
+    code = "server_busy"
+    type = "server_error"
+
+    def __init__(self, message: str, *, retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

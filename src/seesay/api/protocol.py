@@ -1,0 +1,305 @@
+"""Wire schemas: the OpenAI Chat Completions API as seesay speaks it, plus seesay's own routes.
+
+Everything a client sends or receives over HTTP is defined here and nowhere else; inside the
+server, requests become :mod:`seesay.types` dataclasses (see :mod:`seesay.api.intake`).
+
+Compatibility, field by field:
+
+* ``messages``: roles ``system``, ``developer`` (treated as ``system``), ``user`` and
+  ``assistant``; content as a string or a list of ``text`` and ``image_url`` parts. Images
+  are allowed in user turns only and the conversation must end with a user turn.
+* ``image_url.url``: a ``data:image/...;base64,...`` URL, or ``http(s)`` when the server
+  enables URL images (see :mod:`seesay.api.image_urls`). ``detail`` is accepted and ignored:
+  the pixel budget decides the resolution.
+* Sampling: ``max_completion_tokens`` (or the older ``max_tokens``), ``temperature``,
+  ``top_p``, ``seed``, ``stop`` (up to 4 strings), ``presence_penalty`` and
+  ``frequency_penalty`` are honoured; so are the common extensions ``top_k`` and
+  ``repetition_penalty``. ``n`` must be 1; ``logprobs`` must be off.
+* ``stream`` sends server-sent events ending in ``data: [DONE]``;
+  ``stream_options.include_usage`` adds a last chunk with usage and no choices.
+* The seesay extension: ``"seesay": {"min_pixels": ..., "max_pixels": ...}`` sets this
+  request's pixel budget (``extra_body={"seesay": {...}}`` with the ``openai`` SDK); it may
+  lower the server's budget, never raise it.
+* Any other field (``tools``, ``response_format``, ``logit_bias`` …) is refused with a 400
+  that names it, rather than silently ignored.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import UploadFile
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
+
+FinishReasonWire = Literal["stop", "length", "content_filter"]
+
+
+class WireModel(BaseModel):
+    """Requests refuse unknown fields, so an unsupported OpenAI option is never silently dropped."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+# --- requests --------------------------------------------------------------------------------
+
+
+class TextContent(WireModel):
+    type: Literal["text"]
+    text: str
+
+
+class ImageUrl(WireModel):
+    url: str = Field(min_length=1)
+    detail: Literal["auto", "low", "high"] | None = None
+
+
+class ImageContent(WireModel):
+    type: Literal["image_url"]
+    image_url: ImageUrl
+
+
+ContentPart = Annotated[TextContent | ImageContent, Field(discriminator="type")]
+
+
+def _content_kind(value: Any) -> str | None:
+    if isinstance(value, str):
+        return "string"
+    return "parts" if isinstance(value, list) else None
+
+
+# A tagged union reports errors from the matching branch only, not from every branch.
+MessageContent = Annotated[
+    Annotated[str, Tag("string")] | Annotated[list[ContentPart], Tag("parts")],
+    Discriminator(
+        _content_kind,
+        custom_error_type="content_type",
+        custom_error_message="content must be a string or a list of content parts",
+    ),
+]
+UNION_TAGS = frozenset({"string", "parts"})  # error locations include these; field_path drops them
+
+
+class ChatMessageIn(WireModel):
+    role: Literal["system", "developer", "user", "assistant"]
+    content: MessageContent
+    name: str | None = None
+    # Echoed back by clients that append a previous answer's message object as it came.
+    refusal: str | None = None
+    annotations: list[Any] | None = None
+    tool_calls: list[Any] | None = Field(None, max_length=0)
+
+    @property
+    def image_urls(self) -> list[str]:
+        if isinstance(self.content, str):
+            return []
+        return [part.image_url.url for part in self.content if isinstance(part, ImageContent)]
+
+    @property
+    def is_empty(self) -> bool:
+        if isinstance(self.content, str):
+            return not self.content.strip()
+        return not any(isinstance(p, ImageContent) or p.text.strip() for p in self.content)
+
+
+class StreamOptions(WireModel):
+    include_usage: bool = False
+
+
+class SeesayOptions(WireModel):
+    """The seesay extension: this request's pixel budget (see the module docstring)."""
+
+    min_pixels: int | None = Field(None, ge=1)
+    max_pixels: int | None = Field(None, ge=1)
+
+
+class ChatCompletionRequest(WireModel):
+    model: str
+    messages: list[ChatMessageIn] = Field(min_length=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    max_tokens: int | None = Field(None, ge=1)
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, gt=0, le=1)
+    top_k: int | None = Field(None, ge=0)
+    repetition_penalty: float | None = Field(None, gt=0)
+    presence_penalty: float | None = Field(None, ge=-2, le=2)
+    frequency_penalty: float | None = Field(None, ge=-2, le=2)
+    seed: int | None = None
+    stop: str | list[str] | None = None
+    n: int = Field(1, ge=1)
+    logprobs: bool | None = None
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    user: str | None = None
+    seesay: SeesayOptions | None = None
+
+    @field_validator("n")
+    @classmethod
+    def _one_choice(cls, n: int) -> int:
+        if n != 1:
+            raise ValueError("n must be 1: this server returns one choice per request; send n requests instead")
+        return n
+
+    @field_validator("logprobs")
+    @classmethod
+    def _no_logprobs(cls, logprobs: bool | None) -> bool | None:
+        if logprobs:
+            raise ValueError("logprobs are not supported by this server; leave logprobs unset")
+        return logprobs
+
+    @field_validator("stop")
+    @classmethod
+    def _few_stops(cls, stop: str | list[str] | None) -> str | list[str] | None:
+        if isinstance(stop, list) and len(stop) > 4:
+            raise ValueError(f"stop takes at most 4 strings, got {len(stop)}")
+        return stop
+
+    @field_validator("messages")
+    @classmethod
+    def _check_conversation(cls, messages: list[ChatMessageIn]) -> list[ChatMessageIn]:
+        for index, message in enumerate(messages):
+            if message.image_urls and message.role != "user":
+                raise ValueError(f"messages[{index}]: images are only allowed in user messages")
+            if message.is_empty and message.role == "user":
+                raise ValueError(f"messages[{index}]: a user message needs text or an image")
+        if messages and messages[-1].role != "user":
+            raise ValueError(
+                f"the last message must come from the user (got role '{messages[-1].role}'); "
+                "end the conversation with the question to answer"
+            )
+        return messages
+
+    @model_validator(mode="after")
+    def _stream_options_need_stream(self) -> ChatCompletionRequest:
+        if self.stream_options is not None and not self.stream:
+            raise ValueError("stream_options is only allowed when stream is true")
+        return self
+
+    @property
+    def stop_strings(self) -> tuple[str, ...]:
+        if self.stop is None:
+            return ()
+        return (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
+
+
+class VqaForm(WireModel):
+    """``POST /v1/vqa`` (multipart): one picture and one question, plus optional controls.
+
+    ``curl -F image=@photo.jpg -F question='What colour is it?' http://host/v1/vqa``
+    """
+
+    image: UploadFile
+    question: str = Field(min_length=1, max_length=8000)
+    model: str | None = None
+    max_tokens: int | None = Field(None, ge=1)
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, gt=0, le=1)
+    top_k: int | None = Field(None, ge=0)
+    presence_penalty: float | None = Field(None, ge=-2, le=2)
+    frequency_penalty: float | None = Field(None, ge=-2, le=2)
+    seed: int | None = None
+    min_pixels: int | None = Field(None, ge=1)
+    max_pixels: int | None = Field(None, ge=1)
+
+
+# --- responses -------------------------------------------------------------------------------
+
+
+class UsageOut(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class AssistantMessage(BaseModel):
+    role: Literal["assistant"] = "assistant"
+    content: str
+
+
+class Choice(BaseModel):
+    index: int = 0
+    message: AssistantMessage
+    finish_reason: FinishReasonWire
+    logprobs: None = None
+
+
+class ChatCompletionResponse(BaseModel):
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int
+    model: str
+    choices: list[Choice]
+    usage: UsageOut
+
+
+class ChunkDelta(BaseModel):
+    role: Literal["assistant"] | None = None
+    content: str | None = None
+
+
+class ChunkChoice(BaseModel):
+    index: int = 0
+    delta: ChunkDelta
+    finish_reason: FinishReasonWire | None = None
+    logprobs: None = None
+
+    @field_serializer("delta")
+    def _delta_without_nulls(self, delta: ChunkDelta) -> dict[str, Any]:
+        return delta.model_dump(exclude_none=True)
+
+
+class ChatCompletionChunk(BaseModel):
+    id: str
+    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
+    created: int
+    model: str
+    choices: list[ChunkChoice]
+    usage: UsageOut | None = None
+
+
+class VqaResponse(BaseModel):
+    """``POST /v1/vqa``: the answer to one question about one uploaded picture."""
+
+    id: str
+    model: str
+    answer: str
+    finish_reason: FinishReasonWire
+    usage: UsageOut
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str = "seesay"
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
+
+class HealthStatus(BaseModel):
+    status: Literal["ok", "ready", "not ready"]
+    detail: str | None = None
+    model: str | None = None
+    queue_depth: int | None = None
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail

@@ -1,0 +1,1 @@
+"""Thin routers: parse, call the service, format. No business logic lives here."""

@@ -1,0 +1,21 @@
+"""``GET /v1/models``: the model this server answers with, as OpenAI lists models."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends
+
+from seesay.api.dependencies import RuntimeDep, require_caller
+from seesay.api.protocol import ModelCard, ModelList
+
+router = APIRouter(dependencies=[Depends(require_caller)])
+
+
+@router.get("/v1/models")
+async def list_models(runtime: RuntimeDep) -> ModelList:
+    return ModelList(data=[ModelCard(id=runtime.model_name, created=runtime.created)])
+
+
+@router.get("/v1/models/{model_id:path}")
+async def get_model(model_id: str, runtime: RuntimeDep) -> ModelCard:
+    runtime.intake.check_model(model_id)
+    return ModelCard(id=runtime.model_name, created=runtime.created)

@@ -1,0 +1,110 @@
+"""The batcher: a plain function that gathers the next batch from a ``queue.Queue``.
+
+Contract: :func:`collect_batch` takes up to ``max_batch_size`` live items that share a batch
+key, waiting at most ``max_wait_s`` after the first one joined, or up to ``hold_s`` longer
+while the caller says more items are on their way. Cancelled or expired items
+come back as ``dropped`` for the caller to answer; items with another key (or for which
+there is no room) come back as ``deferred`` and are offered first next time, so nothing is
+lost and order is kept. It knows nothing about engines, threads or asyncio, and is tested
+with a plain queue; :class:`seesay.scheduler.Scheduler` runs it in its generation thread.
+"""
+
+from __future__ import annotations
+
+import queue
+import time
+from collections.abc import Callable, Hashable, Iterable
+from dataclasses import dataclass, field
+from typing import Generic, Protocol, TypeVar
+
+
+class Queued(Protocol):
+    """What :func:`collect_batch` needs from a queued item."""
+
+    @property
+    def batch_key(self) -> Hashable: ...
+
+    def is_live(self, now: float) -> bool:
+        """False once the item was cancelled or its queue deadline has passed."""
+
+
+Q = TypeVar("Q", bound=Queued)
+
+_HOLD_STEP_S = 0.002  # how often more_coming() is asked again while holding
+
+
+@dataclass
+class BatchDraw(Generic[Q]):
+    """One result of :func:`collect_batch`.
+
+    Attributes:
+        batch: Live items with one batch key, oldest first, at most ``max_batch_size``.
+        dropped: Items found cancelled or expired; the caller tells their owners.
+        deferred: Live items left for a later draw (another batch key, or no room); pass
+            them back as ``deferred`` next time.
+    """
+
+    batch: list[Q] = field(default_factory=list)
+    dropped: list[Q] = field(default_factory=list)
+    deferred: list[Q] = field(default_factory=list)
+
+
+def collect_batch(
+    source: queue.Queue[Q | None],
+    deferred: Iterable[Q] = (),
+    *,
+    max_batch_size: int,
+    max_wait_s: float,
+    poll_s: float = 0.1,
+    hold_s: float = 0.0,
+    more_coming: Callable[[], bool] = lambda: False,
+    clock: Callable[[], float] = time.monotonic,
+) -> BatchDraw[Q]:
+    """Gather the next batch from ``deferred`` (first) and ``source``.
+
+    Blocks up to ``poll_s`` for a first live item (an empty draw if none comes), then takes
+    more until the batch has ``max_batch_size`` items or ``max_wait_s`` has passed since the
+    first one joined. Past ``max_wait_s`` it keeps waiting, for at most ``hold_s`` more,
+    while ``more_coming()`` says items are on their way (admitted, still being prepared).
+    ``None`` in the queue ends the call early (used on shutdown).
+    """
+    draw: BatchDraw[Q] = BatchDraw()
+    for item in deferred:
+        _place(item, draw, max_batch_size, clock())
+    first_at = clock() if draw.batch else None
+    while len(draw.batch) < max_batch_size:
+        now = clock()
+        timeout = poll_s if first_at is None else _wait_for_more(first_at, now, max_wait_s, hold_s, more_coming)
+        try:
+            received = source.get(timeout=timeout) if timeout > 0 else source.get_nowait()
+        except queue.Empty:
+            if timeout > 0 and first_at is not None:
+                continue  # the window or a hold step is over: decide again
+            break
+        if received is None:
+            break
+        _place(received, draw, max_batch_size, clock())
+        if first_at is None and draw.batch:
+            first_at = clock()
+    return draw
+
+
+def _wait_for_more(
+    first_at: float, now: float, max_wait_s: float, hold_s: float, more_coming: Callable[[], bool]
+) -> float:
+    """Seconds to block for the next item; 0 means take only what is already queued."""
+    remaining = first_at + max_wait_s - now
+    if remaining > 0:
+        return remaining
+    if now < first_at + max_wait_s + hold_s and more_coming():
+        return _HOLD_STEP_S
+    return 0.0
+
+
+def _place(item: Q, draw: BatchDraw[Q], max_batch_size: int, now: float) -> None:
+    if not item.is_live(now):
+        draw.dropped.append(item)
+    elif len(draw.batch) < max_batch_size and (not draw.batch or item.batch_key == draw.batch[0].batch_key):
+        draw.batch.append(item)
+    else:
+        draw.deferred.append(item)

@@ -1,0 +1,229 @@
+"""Service settings: one pydantic-settings object built once in ``main()`` / ``build_app()``.
+
+Sources, highest priority first: explicit keyword arguments (command-line flags), ``SEESAY_*``
+environment variables, then an optional TOML or YAML file named by ``--config FILE`` or
+``SEESAY_CONFIG``. Keys in the file are the field names below (``max_batch_size = 8``); a key
+the service does not know is an error naming the key, so a typo never passes silently.
+List settings (``api_keys``, ``url_allowlist``) take comma-separated strings in the
+environment and lists in the file. Every error says how to fix the value.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
+
+from seesay.engine.config import TransformersEngineConfig
+
+MiB = 1024 * 1024
+CONFIG_ENV = "SEESAY_CONFIG"
+
+
+class ConfigError(ValueError):
+    """The settings are invalid; the message names the setting and how to fix it."""
+
+
+class Settings(BaseSettings):
+    """Everything ``seesay serve`` can be told; see the module docstring for the sources."""
+
+    model_config = SettingsConfigDict(env_prefix="SEESAY_", extra="forbid", frozen=True)
+
+    config: Path | None = Field(None, description="TOML or YAML settings file (SEESAY_CONFIG).")
+
+    # The engine.
+    engine: str = Field("transformers", description="Engine name (see seesay.engine.registry).")
+    model: str | None = Field(None, description="Hub id or local folder; unset: the built-in demo model.")
+    revision: str | None = None
+    device: str = "auto"
+    dtype: str = "auto"
+    attention: str = "auto"
+    trust_remote_code: bool = False
+    min_pixels: int | None = Field(None, ge=1)
+    max_pixels: int | None = Field(None, ge=1)
+    max_model_len: int = 8192
+    default_max_new_tokens: int = 512
+
+    # The HTTP server.
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    served_model_name: str | None = Field(None, description="Model name clients send; unset: the model's.")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    debug: bool = Field(False, description="Log prompts and tracebacks; never in production.")
+
+    # Batching and admission control.
+    max_batch_size: int = Field(8, ge=1, le=256)
+    max_wait_ms: float = Field(
+        10.0, ge=0, le=10_000,
+        description="How long a batch waits for more requests after its first; up to 4x longer while admitted "
+        "requests are still being decoded and preprocessed. Nothing waits when only one client is active.",
+    )
+    max_queue: int = Field(64, ge=1)
+    queue_timeout_s: float = Field(30.0, gt=0)
+    drain_timeout_s: float = Field(30.0, ge=0)
+
+    # Request limits.
+    max_request_bytes: int = Field(20 * MiB, ge=1024)
+    max_images_per_request: int = Field(8, ge=0)
+    max_image_bytes: int = Field(10 * MiB, ge=1024)
+    max_image_source_pixels: int = Field(50_000_000, ge=1)
+
+    # Authentication and rate limiting.
+    api_keys: Annotated[tuple[str, ...], NoDecode] = ()
+    api_keys_file: Path | None = None
+    rate_limit_per_minute: int = Field(0, ge=0, description="Requests per minute per API key; 0: off.")
+
+    # Images by http(s) URL.
+    allow_url_images: bool = False
+    url_allowlist: Annotated[tuple[str, ...], NoDecode] = ()
+    url_timeout_s: float = Field(10.0, gt=0, le=120)
+    url_max_redirects: int = Field(3, ge=0, le=10)
+
+    @field_validator("api_keys", "url_allowlist", mode="before")
+    @classmethod
+    def _split_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(item.strip() for item in value.split(",") if item.strip())
+        return value
+
+    @model_validator(mode="after")
+    def _check_combinations(self) -> Settings:
+        if self.allow_url_images and not self.url_allowlist:
+            raise ValueError(
+                "allow_url_images is on but url_allowlist is empty: list the image hosts to trust, "
+                "e.g. SEESAY_URL_ALLOWLIST=images.example.com,cdn.example.com"
+            )
+        if self.api_keys_file is not None and not self.api_keys_file.is_file():
+            raise ValueError(f"api_keys_file {self.api_keys_file} does not exist; create it (one key a line)")
+        try:
+            self.engine_config()
+        except ValueError as exc:
+            raise ValueError(f"engine settings: {exc}") from exc
+        return self
+
+    def engine_config(self) -> TransformersEngineConfig:
+        """The engine part of these settings."""
+        return TransformersEngineConfig(
+            model=self.model,
+            revision=self.revision,
+            device=self.device,
+            dtype=self.dtype,
+            attention=self.attention,
+            trust_remote_code=self.trust_remote_code,
+            min_pixels=self.min_pixels,
+            max_pixels=self.max_pixels,
+            max_model_len=self.max_model_len,
+            default_max_new_tokens=self.default_max_new_tokens,
+        )
+
+    def all_api_keys(self) -> tuple[str, ...]:
+        """Keys from ``api_keys`` and ``api_keys_file`` (one a line; blank lines and ``#`` comments skipped)."""
+        keys = list(self.api_keys)
+        if self.api_keys_file is not None:
+            for line in self.api_keys_file.read_text(encoding="utf-8").splitlines():
+                if line.strip() and not line.lstrip().startswith("#"):
+                    keys.append(line.strip())
+        return tuple(keys)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        path = getattr(init_settings, "init_kwargs", {}).get("config") or os.environ.get(CONFIG_ENV)
+        return init_settings, env_settings, _ConfigFileSource(settings_cls, path)
+
+
+class _ConfigFileSource(PydanticBaseSettingsSource):
+    """The settings file, below the environment in priority."""
+
+    def __init__(self, settings_cls: type[BaseSettings], path: str | Path | None) -> None:
+        super().__init__(settings_cls)
+        self.path = Path(path) if path else None
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        raise NotImplementedError  # __call__ reads the whole file at once
+
+    def __call__(self) -> dict[str, Any]:
+        if self.path is None:
+            return {}
+        return read_config_file(self.path, set(self.settings_cls.model_fields) - {"config"})
+
+
+def read_config_file(path: Path, known: set[str]) -> dict[str, Any]:
+    """Settings from a TOML (``.toml``) or YAML (``.yaml``/``.yml``) file; unknown keys are errors."""
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist; pass an existing file to --config")
+    values = _parse(path)
+    if not isinstance(values, dict):
+        raise ConfigError(f"config file {path} must hold a table of settings at the top level")
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(
+            f"unknown setting '{unknown[0]}' in {path}; valid settings are: {', '.join(sorted(known))}"
+        )
+    return values
+
+
+def _parse(path: Path) -> Any:
+    text = path.read_text(encoding="utf-8")
+    suffix = path.suffix.lower()
+    if suffix == ".toml":
+        try:
+            return tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"cannot parse config file {path}: {exc}") from exc
+    if suffix in (".yaml", ".yml"):
+        try:
+            import yaml  # only YAML files need it
+        except ImportError as exc:
+            raise ConfigError("YAML config files need PyYAML: pip install 'seesay[serve]'") from exc
+        try:
+            return yaml.safe_load(text) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"cannot parse config file {path}: {exc}") from exc
+    raise ConfigError(f"config file {path} must end in .toml, .yaml or .yml")
+
+
+def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:
+    """Build the settings; ``overrides`` (e.g. command-line flags) win over everything else.
+
+    Args:
+        config_file: Settings file; ``None`` falls back to ``SEESAY_CONFIG``.
+        overrides: Field values; ``None`` values are ignored, so unset flags do not override.
+
+    Raises:
+        ConfigError: a value is invalid or the file cannot be read; the message says how to fix it.
+    """
+    values = {k: v for k, v in overrides.items() if v is not None}
+    if config_file is not None:
+        values["config"] = Path(config_file)
+    try:
+        return Settings(**values)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from None
+
+
+def _describe(exc: ValidationError) -> str:
+    lines = []
+    for error in exc.errors():
+        message = error["msg"].removeprefix("Value error, ")
+        name = ".".join(str(part) for part in error["loc"])
+        if not name:
+            lines.append(message)
+        elif error["type"] == "extra_forbidden":
+            lines.append(f"unknown setting '{name}'")
+        else:
+            given = json.dumps(error["input"], default=str)
+            lines.append(f"{name} (SEESAY_{name.upper()}): {message} (got {given})")
+    return "invalid settings: " + "; ".join(lines)

@@ -1,0 +1,205 @@
+"""Test doubles shared by the unit tests.
+
+:class:`FakeEngine` implements the :class:`~seesay.engine.base.Engine` contract without a model:
+it answers ``"<n> image(s): <last user text>"`` one word per token, generates the rows of a
+batch in lockstep (so a batch takes as long as its longest row, as on a real accelerator),
+streams through the observer, stops a row when the observer cancels it, and honours
+``max_new_tokens`` and ``stop``. Tests steer it with a few knobs and read back what it saw.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import threading
+import time
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+from fastapi import FastAPI
+from PIL import Image
+
+from seesay.config import Settings
+from seesay.engine.base import Engine, EngineHealth, EngineInfo, GenerationObserver, PreparedRequest
+from seesay.errors import ContextLengthExceededError, InvalidRequestError
+from seesay.images import PixelBudget, load_image
+from seesay.types import (
+    ChatMessage,
+    FinishReason,
+    GenerationRequest,
+    GenerationResult,
+    SamplingParams,
+    Timings,
+    Usage,
+)
+
+IMAGE_TOKENS = 16  # what the fake charges per image
+FAIL_PREPARE = "FAIL_PREPARE"  # a prompt containing this is refused by prepare (400)
+FAIL_GENERATE = "FAIL_GENERATE"  # a batch containing this prompt makes generate raise
+
+
+def png_bytes(color: tuple[int, int, int] = (200, 30, 30), size: tuple[int, int] = (64, 48)) -> bytes:
+    """A small solid-colour PNG."""
+    buffer = io.BytesIO()
+    Image.new("RGB", size, color).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def make_request(
+    text: str = "what is this?", *, images: int = 0, adapter: str | None = None, **sampling: object
+) -> GenerationRequest:
+    """A one-turn request with ``images`` small pictures before the text."""
+    pictures = [load_image(png_bytes(), PixelBudget(min_pixels=32 * 32, max_pixels=64 * 64))] * images
+    return GenerationRequest(
+        (ChatMessage.user(*pictures, text),), SamplingParams(**sampling), adapter=adapter  # type: ignore[arg-type]
+    )
+
+
+def fake_answer(request: GenerationRequest) -> str:
+    """The complete answer the fake gives when nothing truncates it."""
+    user_turns = [m for m in request.messages if m.role == "user"]
+    question = user_turns[-1].text if user_turns else ""
+    return " ".join([str(len(request.images)), "image(s):", *question.split()])
+
+
+class FakeEngine(Engine):
+    """A deterministic, model-free engine (see the module docstring).
+
+    Args:
+        token_delay_s: Seconds per generation step (one token for every row of the batch).
+        prepare_delay_s: Seconds ``prepare`` sleeps, to mimic preprocessing.
+        max_model_len: Prompt plus output token limit; longer requests fail in ``prepare``.
+        default_max_new_tokens: Output bound when a request sets none.
+
+    Attributes:
+        requests: Every request ``prepare`` saw, in order.
+        batches: Request ids of every ``generate`` call, in order.
+        results: Every result ``generate`` returned, in order.
+        gate: Cleared, it holds ``generate`` at its start until set again (at most 10 s).
+        closed: Whether :meth:`close` was called.
+    """
+
+    def __init__(
+        self,
+        *,
+        token_delay_s: float = 0.0,
+        prepare_delay_s: float = 0.0,
+        max_model_len: int = 4096,
+        default_max_new_tokens: int = 64,
+        budget: PixelBudget | None = None,
+    ) -> None:
+        self.token_delay_s = token_delay_s
+        self.prepare_delay_s = prepare_delay_s
+        self.max_model_len = max_model_len
+        self.default_max_new_tokens = default_max_new_tokens
+        self.budget = budget or PixelBudget(min_pixels=32 * 32, max_pixels=256 * 32 * 32)
+        self.requests: list[GenerationRequest] = []
+        self.batches: list[list[str]] = []
+        self.results: list[GenerationResult] = []
+        self.gate = threading.Event()
+        self.gate.set()
+        self.closed = False
+
+    def prepare(self, request: GenerationRequest) -> PreparedRequest:
+        started = time.monotonic()
+        self.requests.append(request)
+        if self.prepare_delay_s:
+            time.sleep(self.prepare_delay_s)
+        if any(FAIL_PREPARE in m.text for m in request.messages):
+            raise InvalidRequestError("the fake engine refuses this prompt", param="messages")
+        image_tokens = IMAGE_TOKENS * len(request.images)
+        prompt_tokens = sum(len(m.text.split()) + 2 for m in request.messages) + image_tokens
+        max_new = request.sampling.max_new_tokens or self.default_max_new_tokens
+        if prompt_tokens + max_new > self.max_model_len:
+            raise ContextLengthExceededError(
+                f"{prompt_tokens} prompt tokens + {max_new} new tokens exceed {self.max_model_len}"
+            )
+        return PreparedRequest(
+            request, prompt_tokens, image_tokens, max_new, time.monotonic() - started,
+            payload=fake_answer(request).split(" "),
+        )
+
+    def generate(
+        self, batch: Sequence[PreparedRequest], observer: GenerationObserver | None = None
+    ) -> list[GenerationResult]:
+        self.batches.append([p.request.request_id for p in batch])
+        self.gate.wait(timeout=10)
+        if any(FAIL_GENERATE in m.text for p in batch for m in p.request.messages):
+            raise RuntimeError("the fake engine crashed")
+        started = time.monotonic()
+        rows = [_Row(p) for p in batch]
+        while any(row.finish is None for row in rows):
+            if self.token_delay_s:
+                time.sleep(self.token_delay_s)
+            for index, row in enumerate(rows):
+                if row.finish is None:
+                    row.step(index, observer)
+        results = [row.result(time.monotonic() - started) for row in rows]
+        self.results.extend(results)
+        return results
+
+    def info(self) -> EngineInfo:
+        return EngineInfo("fake", "fake-vl", "cpu", "float32", "none", self.budget, self.max_model_len,
+                          fingerprint="fake-vl@0", default_temperature=0.7)
+
+    def health(self) -> EngineHealth:
+        return EngineHealth(ok=not self.closed, detail="closed" if self.closed else "")
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class _Row:
+    """Generation state of one request inside a fake batch."""
+
+    def __init__(self, prepared: PreparedRequest) -> None:
+        self.prepared = prepared
+        self.words: list[str] = list(prepared.payload)  # type: ignore[call-overload]
+        self.emitted: list[str] = []
+        self.finish: FinishReason | None = None
+
+    def step(self, index: int, observer: GenerationObserver | None) -> None:
+        if observer is not None and observer.is_cancelled(index):
+            self.finish = "cancelled"
+            return
+        if len(self.emitted) >= self.prepared.max_new_tokens:
+            self.finish = "length"
+            return
+        if len(self.emitted) == len(self.words):
+            self.finish = "stop"
+            return
+        word = self.words[len(self.emitted)]
+        text = " ".join([*self.emitted, word])
+        if any(stop in text for stop in self.prepared.request.sampling.stop):
+            self.finish = "stop"
+            return
+        self.emitted.append(word)
+        if observer is not None:
+            observer.on_text(index, word if len(self.emitted) == 1 else " " + word)
+
+    def result(self, seconds: float) -> GenerationResult:
+        usage = Usage(self.prepared.prompt_tokens, len(self.emitted), self.prepared.image_tokens)
+        timings = Timings(self.prepared.preprocess_s, None, seconds)
+        return GenerationResult(
+            self.prepared.request.request_id, " ".join(self.emitted), self.finish or "stop", usage, timings
+        )
+
+
+def fake_settings(**overrides: object) -> Settings:
+    """Settings for an app served by a :class:`FakeEngine`: no environment or config file is read."""
+    return Settings(**{"max_wait_ms": 0, **overrides})  # type: ignore[arg-type]
+
+
+@asynccontextmanager
+async def app_client(app: FastAPI, **client_options: Any) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client talking to ``app`` in-process, with the app's lifespan running around it."""
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://seesay.test", **client_options) as client:
+            yield client
+
+
+def data_url(data: bytes, mime: str = "image/png") -> str:
+    return f"data:{mime};base64,{base64.b64encode(data).decode()}"

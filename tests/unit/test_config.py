@@ -1,0 +1,108 @@
+"""Settings: defaults, environment, TOML/YAML files, priorities and readable errors."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from seesay.config import ConfigError, Settings, load_settings
+from seesay.engine.config import TransformersEngineConfig
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.startswith("SEESAY_"):
+            monkeypatch.delenv(name)
+
+
+def test_defaults_serve_the_demo_model_locally() -> None:
+    settings = load_settings()
+    assert settings.engine == "transformers" and settings.model is None
+    assert (settings.host, settings.port) == ("127.0.0.1", 8000)
+    assert not settings.allow_url_images and settings.all_api_keys() == ()
+    assert settings.engine_config() == TransformersEngineConfig()
+
+
+def test_environment_variables_with_the_prefix_set_fields(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SEESAY_MAX_BATCH_SIZE", "16")
+    monkeypatch.setenv("SEESAY_API_KEYS", "sk-one, sk-two")
+    monkeypatch.setenv("SEESAY_MODEL", "Qwen/Qwen3-VL-8B-Instruct")
+    monkeypatch.setenv("SEESAY_MAX_PIXELS", "200704")
+    settings = load_settings()
+    assert settings.max_batch_size == 16 and settings.api_keys == ("sk-one", "sk-two")
+    config = settings.engine_config()
+    assert config.model == "Qwen/Qwen3-VL-8B-Instruct" and config.max_pixels == 200704
+
+
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [("seesay.toml", 'port = 9001\nmax_queue = 5\nurl_allowlist = ["a.example.com"]\n'),
+     ("seesay.yaml", "port: 9001\nmax_queue: 5\nurl_allowlist: [a.example.com]\n")],
+)
+def test_a_toml_or_yaml_file_sets_fields(tmp_path: Path, name: str, text: str) -> None:
+    path = tmp_path / name
+    path.write_text(text)
+    settings = load_settings(path)
+    assert (settings.port, settings.max_queue, settings.url_allowlist) == (9001, 5, ("a.example.com",))
+
+
+def test_priority_is_flags_then_environment_then_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "seesay.toml"
+    path.write_text("port = 9001\nmax_queue = 5\nmax_batch_size = 3\n")
+    monkeypatch.setenv("SEESAY_CONFIG", str(path))
+    monkeypatch.setenv("SEESAY_MAX_QUEUE", "7")
+    monkeypatch.setenv("SEESAY_PORT", "9002")
+    settings = load_settings(port=9003, host=None)
+    assert (settings.port, settings.max_queue, settings.max_batch_size, settings.host) == (9003, 7, 3, "127.0.0.1")
+    assert Settings().max_queue == 7  # the file is found through SEESAY_CONFIG without load_settings too
+
+
+def test_an_unknown_key_in_the_file_is_an_error_naming_it(tmp_path: Path) -> None:
+    path = tmp_path / "seesay.toml"
+    path.write_text("max_bach_size = 4\n")
+    with pytest.raises(ConfigError, match=r"unknown setting 'max_bach_size'.*valid settings are: .*max_batch_size"):
+        load_settings(path)
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "message"),
+    [("missing.toml", None, "does not exist"), ("bad.toml", "port = [", "cannot parse"),
+     ("bad.yaml", "port: [9000\n", "cannot parse"), ("seesay.ini", "port=1", "must end in .toml, .yaml or .yml"),
+     ("list.yaml", "- port\n", "table of settings")],
+)
+def test_unreadable_files_are_errors_that_say_what_to_do(
+    tmp_path: Path, name: str, text: str | None, message: str
+) -> None:
+    path = tmp_path / name
+    if text is not None:
+        path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_settings(path)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [({"max_batch_size": 0}, r"max_batch_size \(SEESAY_MAX_BATCH_SIZE\): Input should be greater than or equal to 1"),
+     ({"dtype": "float8"}, "engine settings: dtype must be one of auto, bfloat16, float16, float32"),
+     ({"allow_url_images": True}, "SEESAY_URL_ALLOWLIST"),
+     ({"api_keys_file": "/nonexistent/keys.txt"}, "does not exist"),
+     ({"port": 70000}, "port")],
+)
+def test_invalid_values_are_refused_early_with_a_fix(overrides: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_settings(**overrides)
+
+
+def test_an_invalid_environment_value_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SEESAY_MAX_QUEUE", "many")
+    with pytest.raises(ConfigError, match=r"max_queue \(SEESAY_MAX_QUEUE\).*\(got \"many\"\)"):
+        load_settings()
+
+
+def test_keys_come_from_the_list_and_the_file(tmp_path: Path) -> None:
+    keys = tmp_path / "keys"
+    keys.write_text("# team A\nsk-a\n\n  sk-b  \n")
+    assert load_settings(api_keys="sk-env", api_keys_file=keys).all_api_keys() == ("sk-env", "sk-a", "sk-b")
