@@ -11,8 +11,9 @@ run beside generation:
   per request, in order. It reports text deltas and honours cancellation through an
   optional :class:`GenerationObserver`, so streaming and batching are the same code path.
 
-Engines are synchronous and may block for seconds: callers on an event loop run them in a
-worker thread. ``generate`` is called by one thread at a time.
+Engines are synchronous and may block for seconds: callers on an event loop run them in
+worker threads. ``prepare`` may be called from several threads at once, also while
+``generate`` runs; ``generate`` is called by one thread at a time.
 """
 
 from __future__ import annotations

@@ -34,6 +34,8 @@ class TransformersEngineConfig:
         max_model_len: Prompt plus output tokens allowed per request; bounds the KV cache.
         default_max_new_tokens: Output bound when a request sets none (clipped to the
             context left).
+        cpu_threads: torch intra-op threads for CPU inference; ``None`` keeps torch's default
+            (one per core). Fewer threads help when other processes share the cores.
     """
 
     model: str | None = None
@@ -46,6 +48,7 @@ class TransformersEngineConfig:
     max_pixels: int | None = None
     max_model_len: int = 8192
     default_max_new_tokens: int = 512
+    cpu_threads: int | None = None
 
     def __post_init__(self) -> None:
         _check_choice("device", self.device.split(":")[0], DEVICES)
@@ -53,6 +56,8 @@ class TransformersEngineConfig:
         _check_choice("attention", self.attention, ATTENTIONS)
         if self.max_model_len < 16:
             raise ValueError(f"max_model_len must be at least 16 tokens, got {self.max_model_len}")
+        if self.cpu_threads is not None and self.cpu_threads < 1:
+            raise ValueError(f"cpu_threads must be at least 1, got {self.cpu_threads}")
         if not 0 < self.default_max_new_tokens <= self.max_model_len:
             raise ValueError(
                 f"default_max_new_tokens must be in 1..max_model_len ({self.max_model_len}), "

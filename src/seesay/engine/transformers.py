@@ -13,6 +13,7 @@ dtype.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -54,6 +55,8 @@ class TransformersEngine(Engine):
     def __init__(self, config: TransformersEngineConfig) -> None:
         self.config = config
         self.plan: DevicePlan = plan_device(config.device, config.dtype, config.attention)
+        if config.cpu_threads is not None:
+            torch.set_num_threads(config.cpu_threads)
         source = config.model_source
         hub = {"revision": config.revision} if config.revision else {}
         log.info("loading %s on %s (%s, %s)", source, self.plan.device, self.plan.dtype_name, self.plan.attention)
@@ -71,6 +74,8 @@ class TransformersEngine(Engine):
         self.eos_token_ids = _eos_token_ids(self.model.generation_config, self.tokenizer)
         self.pad_token_id = self._pad_token_id()
         self.fingerprint = self._fingerprint(source, hub)
+        # Fast tokenizers are not safe to call from several threads at once ("Already borrowed").
+        self._processor_lock = threading.Lock()
 
     # -- Engine API -------------------------------------------------------------------------
 
@@ -178,7 +183,8 @@ class TransformersEngine(Engine):
             # resizing again is not idempotent for narrow budgets, so the processor must not.
             kwargs["images"] = images
             kwargs["do_resize"] = False
-        return dict(self.processor(**kwargs))
+        with self._processor_lock:
+            return dict(self.processor(**kwargs))
 
     def _max_new_tokens(self, request: GenerationRequest, prompt_tokens: int, image_tokens: int) -> int:
         limit = self.config.max_model_len
