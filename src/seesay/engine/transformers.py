@@ -314,7 +314,7 @@ def _load_model(source: str, plan: DevicePlan, trust_remote_code: bool, hub: dic
         kwargs["device_map"] = plan.device_map
     model = AutoModelForImageTextToText.from_pretrained(source, **kwargs)
     if plan.device_map is None:
-        model.to(plan.device)
+        model.to(plan.device)  # type: ignore[arg-type]
     return model.eval()
 
 
