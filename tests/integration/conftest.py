@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import io
-
 import pytest
-from PIL import Image
 
 from seesay.engine.config import TransformersEngineConfig
 from seesay.engine.transformers import TransformersEngine
@@ -15,9 +12,3 @@ from seesay.engine.transformers import TransformersEngine
 def engine() -> TransformersEngine:
     """The built-in demo model, loaded once for the whole session."""
     return TransformersEngine(TransformersEngineConfig(device="cpu"))
-
-
-def png_bytes(image: Image.Image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()

@@ -8,14 +8,12 @@ import pytest
 import torch
 from PIL import Image
 
-from seesay.demo.catalogue import COLOURS_BY_KEY, KINDS_BY_KEY, Item, draw_picture
+from seesay.demo.catalogue import COLOURS_BY_KEY, KINDS_BY_KEY, Item, draw_picture, png_bytes
 from seesay.engine.config import TransformersEngineConfig
 from seesay.engine.transformers import TransformersEngine
 from seesay.errors import ContextLengthExceededError, InvalidRequestError
 from seesay.images import NormalizedImage, PixelBudget, load_image
 from seesay.types import ChatMessage, GenerationRequest, SamplingParams
-
-from .conftest import png_bytes
 
 GREEDY = SamplingParams(temperature=0.0, max_new_tokens=32)
 

@@ -8,12 +8,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+from seesay.demo.catalogue import png_bytes
 from seesay.engine.config import TransformersEngineConfig
 from seesay.engine.transformers import TransformersEngine
 from seesay.images import load_image
 from seesay.types import ChatMessage, GenerationRequest, SamplingParams
-
-from .conftest import png_bytes
 
 pytestmark = [
     pytest.mark.gpu,

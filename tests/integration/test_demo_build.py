@@ -1,0 +1,143 @@
+"""Building the demo model: reproducible, loadable the way the engine loads it, and the shipped one works."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoModelForImageTextToText, Qwen3VLForConditionalGeneration
+
+from seesay.demo.catalogue import (
+    COLOURS_BY_KEY,
+    KINDS_BY_KEY,
+    Item,
+    answer_for,
+    iter_picture_groups,
+    png_bytes,
+)
+from seesay.demo.evaluate import evaluate
+from seesay.demo.examples import example_path
+from seesay.demo.model import PIXELS, build_processor, demo_config
+from seesay.demo.options import DemoModelSize, TrainConfig
+from seesay.demo.tokenizer import build_tokenizer
+from seesay.demo.train import (
+    IGNORE_INDEX,
+    build_demo_model,
+    build_training_set,
+    collate,
+    encode_group,
+    from_uint8_patches,
+    linear_patch_embedding,
+    to_uint8_patches,
+)
+from seesay.engine.config import demo_model_dir
+from seesay.engine.processor import load_processor
+from seesay.engine.transformers import TransformersEngine
+from seesay.images import PixelBudget, load_image
+from seesay.types import ChatMessage, GenerationRequest, SamplingParams
+
+TINY_SIZE = DemoModelSize(vision_depth=2, vision_hidden=32, text_hidden=64, text_heads=2, text_kv_heads=1)
+TINY = TrainConfig(steps=3, batch_size=4, pictures=4, warmup_steps=1, log_every=1, size=TINY_SIZE)
+
+
+@pytest.fixture(scope="module")
+def tiny_build(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
+    logs: list[str] = []
+    return build_demo_model(TINY, tmp_path_factory.mktemp("tiny"), report=logs.append), logs
+
+
+def test_same_seed_builds_identical_weights(tiny_build: tuple[Path, list[str]], tmp_path: Path) -> None:
+    first, logs = tiny_build
+    threads = torch.get_num_threads()
+    second = build_demo_model(TINY, tmp_path, report=lambda _line: None)
+    assert (first / "model.safetensors").read_bytes() == (second / "model.safetensors").read_bytes()
+    assert any(line.startswith("step 3/3 loss") for line in logs)
+    assert torch.get_num_threads() == threads, "a build must not change the process's thread count"
+
+
+def test_built_folder_loads_like_the_engine_loads_it(tiny_build: tuple[Path, list[str]]) -> None:
+    folder, _ = tiny_build
+    model = AutoModelForImageTextToText.from_pretrained(folder)
+    assert isinstance(model, Qwen3VLForConditionalGeneration)
+    processor = load_processor(folder)
+    image_processor = processor.image_processor
+    assert (image_processor.size["shortest_edge"], image_processor.size["longest_edge"]) == (PIXELS, PIXELS)
+    assert image_processor.patch_size == 16
+    assert (image_processor.merge_size, image_processor.temporal_patch_size) == (2, 2)
+    tokenizer = processor.tokenizer
+    assert model.generation_config.eos_token_id == [tokenizer.eos_token_id, tokenizer.pad_token_id]
+    assert model.generation_config.pad_token_id == tokenizer.pad_token_id
+    assert model.config.image_token_id == tokenizer.convert_tokens_to_ids("<|image_pad|>")
+    assert model.config.vision_start_token_id == tokenizer.convert_tokens_to_ids("<|vision_start|>")
+    assert model.config.text_config.vocab_size == len(tokenizer)
+
+
+def test_training_sequences_match_serving_and_label_only_the_answer() -> None:
+    processor = build_processor(build_tokenizer())
+    budget = PixelBudget(min_pixels=PIXELS, max_pixels=PIXELS)
+    group = next(iter_picture_groups(0))
+    patches, grid, rows = encode_group(processor, group, budget, picture_index=0)
+    picture = load_image(png_bytes(group[0].image), budget).image
+    for sample, row in zip(group, rows, strict=True):
+        content = [{"type": "image"}, {"type": "text", "text": sample.question}]
+        messages = [{"role": "user", "content": content}]
+        prompt = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        served = processor(text=[prompt], images=[picture], do_resize=False, return_tensors="pt")
+        prompt_ids = served["input_ids"][0].tolist()
+        assert row.input_ids[: len(prompt_ids)] == prompt_ids
+        assert row.mm_token_type_ids[: len(prompt_ids)] == served["mm_token_type_ids"][0].tolist()
+        assert set(row.labels[: len(prompt_ids)]) == {IGNORE_INDEX}
+        assert processor.tokenizer.decode(row.labels[len(prompt_ids):]) == sample.answer + "<|im_end|>"
+        torch.testing.assert_close(from_uint8_patches(torch.from_numpy(patches), 2), served["pixel_values"],
+                                   atol=1e-6, rtol=0)
+        assert grid.tolist() == served["image_grid_thw"].tolist()
+
+
+def test_uint8_patches_round_trip_exactly() -> None:
+    values = np.random.default_rng(0).integers(0, 256, (64, 3, 256)).astype(np.uint8)
+    floats = from_uint8_patches(torch.from_numpy(values), 2).numpy()
+    assert (to_uint8_patches(floats, 2) == values).all()
+
+
+def test_linear_patch_embedding_computes_the_same_function() -> None:
+    tokenizer = build_tokenizer()
+    data = build_training_set(build_processor(tokenizer), 2, 0, report=lambda _line: None)
+    batch = collate(data, [0, 7], tokenizer.pad_token_id, 2)
+    torch.manual_seed(0)
+    model = AutoModelForImageTextToText.from_config(demo_config(tokenizer, TINY_SIZE)).eval()
+    with torch.no_grad():
+        stock = model(**batch).logits
+        with linear_patch_embedding(model):
+            linear = model(**batch).logits
+        restored = model(**batch).logits
+    torch.testing.assert_close(linear, stock, atol=1e-5, rtol=1e-5)
+    assert torch.equal(restored, stock)
+
+
+def test_shipped_weights_are_small_and_a_real_qwen3_vl() -> None:
+    weights = demo_model_dir() / "model.safetensors"
+    assert weights.stat().st_size <= 20 * 1024 * 1024
+    model = AutoModelForImageTextToText.from_pretrained(demo_model_dir())
+    assert isinstance(model, Qwen3VLForConditionalGeneration)
+
+
+def test_shipped_model_answers_the_bundled_example(engine: TransformersEngine) -> None:
+    red_tshirt = load_image(example_path("red-tshirt").read_bytes(), engine.info().pixel_budget)
+    item = Item(KINDS_BY_KEY["tshirt"], COLOURS_BY_KEY["red"])
+    expected = {"What colour is this item?": "red", "What is this?": "This is a T-shirt.",
+                "这件T恤适合什么场合穿？": answer_for("occasion", "zh", item)}
+    greedy = SamplingParams(temperature=0.0, max_new_tokens=48)
+    requests = {question: GenerationRequest((ChatMessage.user(red_tshirt, question),), greedy)
+                for question in expected}
+    answers = {question: engine.answer(request).text for question, request in requests.items()}
+    assert answers == expected
+
+
+def test_shipped_model_is_accurate_on_fresh_samples(engine: TransformersEngine) -> None:
+    report = evaluate(engine, n=96, seed=2024)
+    assert report.overall.total == 96
+    assert set(report.by_type_language) == {f"{t}/{lang}" for t in ("item", "colour", "occasion")
+                                            for lang in ("en", "zh")}
+    assert report.overall.accuracy >= 0.95, report.table()
