@@ -11,7 +11,14 @@ of a short and a long answer, and the stream guard over a long answer fed as wor
 deltas; plus what holding back costs a stream's first token, in characters, over every
 question and answer of the demo shop.
 
-Run: ``python bench/safety.py [--repeats N] [--threads N]`` (needs ``seesay[safety]``).
+Stream guard over HTTP: the added time-to-first-token of a streamed answer, the guard on
+against the text policy off, through two in-process servers (uvicorn, ``bench/serve.py``'s
+``InProcessServer``) in front of the test suite's FakeEngine, which streams every demo answer
+at ``--token-ms`` per token (a word, or one CJK character); image screening and the response
+cache are off on both, so only the guard differs.
+
+Run: ``python bench/safety.py [--repeats N] [--threads N] [--streams N] [--token-ms MS]``
+(needs ``seesay[safety]`` and ``seesay[serve]``).
 """
 
 from __future__ import annotations
@@ -19,19 +26,28 @@ from __future__ import annotations
 import argparse
 import functools
 import io
+import json
+import re
 import statistics
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
+import httpx
 import numpy as np
 from PIL import Image
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+from fakes import FakeEngine
 from seesay.demo.catalogue import corpus
 from seesay.images import NormalizedImage, PixelBudget, load_image
 from seesay.safety.image import ImageScreen, load_detector
 from seesay.safety.policy import default_policy
 from seesay.safety.stream import StreamGuard
 from seesay.safety.text import TextPolicy
+from serve import InProcessServer
 
 PROMPT_ZH = "这件外套适合什么场合穿？可以搭配什么颜色的裤子？"
 PROMPT_EN = "What occasions is this jacket suitable for, and what colour of trousers goes with it?"
@@ -136,13 +152,63 @@ def bench_hold_back(policy: TextPolicy) -> None:
               f"max {max(delays)} chars; most held at once: {max(held)} chars")
 
 
+def tokens(text: str) -> list[str]:
+    """A demo answer as a model would stream it: words with their spaces, one CJK character each."""
+    return re.findall(r"\s*[\u3000-\u9fff\uff00-\uffef]|\s*[^\s\u3000-\u9fff\uff00-\uffef]+", text)
+
+
+def first_token_ms(server: InProcessServer, questions: list[str]) -> list[float]:
+    """Milliseconds from sending each streamed request to its first content chunk, one at a time.
+
+    Each stream is read to its end, so the next request never waits for a cancelled one.
+    """
+    samples = []
+    with httpx.Client(base_url=server.base_url, timeout=60) as client:
+        for question in questions:
+            body = {"model": "fake-vl", "stream": True, "messages": [{"role": "user", "content": question}]}
+            started = time.perf_counter()
+            first = None
+            with client.stream("POST", "/v1/chat/completions", json=body) as response:
+                for line in response.iter_lines():
+                    chunk = json.loads(line[6:]) if line.startswith("data: {") else None
+                    if first is None and chunk and chunk["choices"] and chunk["choices"][0]["delta"].get("content"):
+                        first = (time.perf_counter() - started) * 1000
+            assert first is not None, f"no content streamed for {question!r}"
+            samples.append(first)
+    return samples
+
+
+def bench_stream_http(streams: int, token_ms: float) -> None:
+    answers = [text for text in corpus() if len(text.strip()) > 3][:streams]
+    scripted = {f"question {i}": tokens(answer) for i, answer in enumerate(answers)}
+    figures = {}
+    for label, text_policy in (("text policy off", False), ("text policy on", True)):
+        engine = FakeEngine(token_delay_s=token_ms / 1000, scripted=scripted)
+        with InProcessServer(engine, safety_image_detector="off", safety_text_policy=text_policy,
+                             max_wait_ms=0) as server:
+            first_token_ms(server, list(scripted)[:4])  # warm-up
+            figures[label] = first_token_ms(server, list(scripted))
+    for label, samples in figures.items():
+        p99 = statistics.quantiles(samples, n=100, method="inclusive")[98]
+        print(f"  HTTP time to first token, {label:16s} p50 {statistics.median(samples):6.2f} ms   "
+              f"mean {statistics.mean(samples):6.2f} ms   p99 {p99:6.2f} ms "
+              f"({len(samples)} demo texts at {token_ms:g} ms/token)")
+    on, off = figures["text policy on"], figures["text policy off"]
+    median, mean = statistics.median(on) - statistics.median(off), statistics.mean(on) - statistics.mean(off)
+    print(f"  added by text screening (prompt check and stream guard): {median:+.2f} ms at the median, "
+          f"{mean:+.2f} ms on average")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=51, help="timed calls per figure (median reported)")
     parser.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads for NudeNet")
+    parser.add_argument("--streams", type=int, default=100, help="streamed answers per HTTP figure")
+    parser.add_argument("--token-ms", type=float, default=20.0, help="FakeEngine milliseconds per token")
     args = parser.parse_args()
     bench_images(args.repeats, args.threads)
     bench_text(args.repeats)
+    bench_stream_http(args.streams, args.token_ms)
 
 
 if __name__ == "__main__":

@@ -112,15 +112,18 @@ def _answer_each(engine: Engine, work: list[tuple[bytes, str]], max_tokens: int)
 
 
 class InProcessServer:
-    """``build_app(settings, engine)`` under uvicorn in a background thread."""
+    """``build_app(settings, engine)`` under uvicorn in a background thread.
 
-    def __init__(self, engine: Engine, max_batch_size: int, max_wait_ms: float) -> None:
+    ``settings`` override the benchmark's defaults: a queue of 256 and no response cache, since
+    the same greedy requests are sent again and again and must reach the engine each time.
+    """
+
+    def __init__(self, engine: Engine, **settings: Any) -> None:
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             port = int(probe.getsockname()[1])
-        settings = Settings(port=port, max_batch_size=max_batch_size, max_wait_ms=max_wait_ms, max_queue=256,
-                            log_level="warning")
-        config = uvicorn.Config(build_app(settings, engine), host="127.0.0.1", port=port, log_level="warning",
+        values = {"port": port, "max_queue": 256, "log_level": "warning", "cache_policy": "off", **settings}
+        config = uvicorn.Config(build_app(Settings(**values), engine), host="127.0.0.1", port=port, log_level="warning",
                                 access_log=False)
         self.server = uvicorn.Server(config)
         self.base_url = f"http://127.0.0.1:{port}"
@@ -325,7 +328,8 @@ def run(engine: Engine, args: argparse.Namespace) -> tuple[list[Level], list[flo
     work = workload(args.requests)
     bodies = [chat_body(name, png, question, args.max_tokens) for png, question in work]
     direct_latencies(engine, work[:4], args.max_tokens)  # warm-up
-    with InProcessServer(engine, args.batch_size, args.max_wait_ms) as on, InProcessServer(engine, 1, 0) as off:
+    with InProcessServer(engine, max_batch_size=args.batch_size, max_wait_ms=args.max_wait_ms) as on, \
+            InProcessServer(engine, max_batch_size=1, max_wait_ms=0) as off:
         servers = {"batching on": on, "batching off": off}
         for server in servers.values():
             asyncio.run(run_level(server.base_url, bodies[:8], "warm-up", 4))

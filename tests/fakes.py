@@ -1,19 +1,24 @@
 """Test doubles shared by the unit tests.
 
 :class:`FakeEngine` implements the :class:`~seesay.engine.base.Engine` contract without a model:
-it answers ``"<n> image(s): <last user text>"`` one word per token, generates the rows of a
-batch in lockstep (so a batch takes as long as its longest row, as on a real accelerator),
-streams through the observer, stops a row when the observer cancels it, and honours
-``max_new_tokens`` and ``stop``. Tests steer it with a few knobs and read back what it saw.
+it answers ``"<n> image(s): <last user text>"`` one word per token (or, for a question listed
+in ``scripted``, exactly the deltas given there), generates the rows of a batch in lockstep
+(so a batch takes as long as its longest row, as on a real accelerator), streams through the
+observer, stops a row when the observer cancels it, and honours ``max_new_tokens`` and
+``stop``. Tests steer it with a few knobs and read back what it saw. The ASGI and metrics
+helpers at the end serve the API tests.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
+import json
+import re
 import threading
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -72,6 +77,7 @@ class FakeEngine(Engine):
         prepare_delay_s: Seconds ``prepare`` sleeps, to mimic preprocessing.
         max_model_len: Prompt plus output token limit; longer requests fail in ``prepare``.
         default_max_new_tokens: Output bound when a request sets none.
+        scripted: Last user text → the deltas to answer it with, one per token.
 
     Attributes:
         requests: Every request ``prepare`` saw, in order.
@@ -89,7 +95,9 @@ class FakeEngine(Engine):
         max_model_len: int = 4096,
         default_max_new_tokens: int = 64,
         budget: PixelBudget | None = None,
+        scripted: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
+        self.scripted = dict(scripted or {})
         self.token_delay_s = token_delay_s
         self.prepare_delay_s = prepare_delay_s
         self.max_model_len = max_model_len
@@ -118,8 +126,16 @@ class FakeEngine(Engine):
             )
         return PreparedRequest(
             request, prompt_tokens, image_tokens, max_new, time.monotonic() - started,
-            payload=fake_answer(request).split(" "),
+            payload=self._deltas(request),
         )
+
+    def _deltas(self, request: GenerationRequest) -> list[str]:
+        user_turns = [m for m in request.messages if m.role == "user"]
+        scripted = self.scripted.get(user_turns[-1].text if user_turns else "")
+        if scripted is not None:
+            return list(scripted)
+        words = fake_answer(request).split(" ")
+        return [words[0], *(" " + word for word in words[1:])]
 
     def generate(
         self, batch: Sequence[PreparedRequest], observer: GenerationObserver | None = None
@@ -156,7 +172,7 @@ class _Row:
 
     def __init__(self, prepared: PreparedRequest) -> None:
         self.prepared = prepared
-        self.words: list[str] = list(prepared.payload)  # type: ignore[call-overload]
+        self.deltas: list[str] = list(prepared.payload)  # type: ignore[call-overload]
         self.emitted: list[str] = []
         self.finish: FinishReason | None = None
 
@@ -167,29 +183,32 @@ class _Row:
         if len(self.emitted) >= self.prepared.max_new_tokens:
             self.finish = "length"
             return
-        if len(self.emitted) == len(self.words):
+        if len(self.emitted) == len(self.deltas):
             self.finish = "stop"
             return
-        word = self.words[len(self.emitted)]
-        text = " ".join([*self.emitted, word])
-        if any(stop in text for stop in self.prepared.request.sampling.stop):
+        delta = self.deltas[len(self.emitted)]
+        if any(stop in "".join([*self.emitted, delta]) for stop in self.prepared.request.sampling.stop):
             self.finish = "stop"
             return
-        self.emitted.append(word)
+        self.emitted.append(delta)
         if observer is not None:
-            observer.on_text(index, word if len(self.emitted) == 1 else " " + word)
+            observer.on_text(index, delta)
 
     def result(self, seconds: float) -> GenerationResult:
         usage = Usage(self.prepared.prompt_tokens, len(self.emitted), self.prepared.image_tokens)
         timings = Timings(self.prepared.preprocess_s, None, seconds)
         return GenerationResult(
-            self.prepared.request.request_id, " ".join(self.emitted), self.finish or "stop", usage, timings
+            self.prepared.request.request_id, "".join(self.emitted), self.finish or "stop", usage, timings
         )
 
 
 def fake_settings(**overrides: object) -> Settings:
-    """Settings for an app served by a :class:`FakeEngine`: no environment or config file is read."""
-    return Settings(**{"max_wait_ms": 0, **overrides})  # type: ignore[arg-type]
+    """Settings for an app served by a :class:`FakeEngine`: no environment or config file is read.
+
+    Image screening is off unless a test turns it on (``safety_image_detector="flag"``): loading
+    NudeNet is for the tests about it. The text policy and the response cache keep their defaults.
+    """
+    return Settings(**{"max_wait_ms": 0, "safety_image_detector": "off", **overrides})  # type: ignore[arg-type]
 
 
 @asynccontextmanager
@@ -203,3 +222,42 @@ async def app_client(app: FastAPI, **client_options: Any) -> AsyncIterator[httpx
 
 def data_url(data: bytes, mime: str = "image/png") -> str:
     return f"data:{mime};base64,{base64.b64encode(data).decode()}"
+
+
+async def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.005)
+
+
+def metric(text: str, name: str) -> float:
+    """One sample's value from a Prometheus text page (``name`` includes any labels)."""
+    match = re.search(rf"^{re.escape(name)} (\S+)$", text, re.MULTILINE)
+    assert match, f"{name} not in metrics"
+    return float(match.group(1))
+
+
+async def raw_request(app: FastAPI, body: dict[str, Any], disconnect: asyncio.Event) -> list[dict[str, Any]]:
+    """POST /v1/chat/completions at the ASGI level; the client disconnects when ``disconnect`` is set."""
+    data = json.dumps(body).encode()
+    scope = {"type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"}, "http_version": "1.1",
+             "method": "POST", "scheme": "http", "path": "/v1/chat/completions", "raw_path": b"/v1/chat/completions",
+             "query_string": b"", "root_path": "", "client": ("127.0.0.1", 5000), "server": ("seesay.test", 80),
+             "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]}
+    body_sent = False
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        nonlocal body_sent
+        if not body_sent:
+            body_sent = True
+            return {"type": "http.request", "body": data, "more_body": False}
+        await disconnect.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await app(scope, receive, send)
+    return sent

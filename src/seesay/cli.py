@@ -1,12 +1,18 @@
 """The ``seesay`` command line.
 
 ``ask`` prints the answer alone on stdout and everything else on stderr, so it composes in
-shell pipelines; errors print one readable line on stderr and exit non-zero.
+shell pipelines; errors print one readable line on stderr and exit non-zero. It answers
+through the same :class:`~seesay.service.AnswerService` as ``seesay serve`` (safety screens,
+response cache, scheduler), configured by the same settings, so both behave alike: a picture
+or question blocked by the content policy exits 1 with the server's 400 message, or, with
+``safety_on_block = "refuse"``, prints the refusal and exits 0; a blocked answer is replaced by
+the refusal.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import logging
 import os
@@ -95,9 +101,11 @@ def _add_info(commands: Any) -> None:
 
 
 def _add_optional_commands(commands: Any) -> None:
+    from seesay.cache.commands import add_cache_commands
     from seesay.demo.commands import add_demo_commands
 
     add_demo_commands(commands)
+    add_cache_commands(commands)
     try:
         from seesay.api.commands import add_serve_command
     except ImportError as exc:  # the serve extra is not installed
@@ -112,46 +120,67 @@ def _missing_serve(reason: str) -> int:
     return 1
 
 
-def engine_from_args(args: argparse.Namespace) -> Any:
-    """Load the engine configured by environment/config file, overridden by command-line flags."""
+def settings_from_args(args: argparse.Namespace) -> Any:
+    """The settings from the environment and config file, overridden by command-line flags."""
     from seesay.config import load_settings
-    from seesay.engine.registry import create_engine
 
     flags = {name: getattr(args, name, None) for name in ("model", "device", "dtype", "max_pixels", "min_pixels")}
-    settings = load_settings(getattr(args, "config", None), **flags)
+    return load_settings(getattr(args, "config", None), **flags)
+
+
+def engine_from_args(args: argparse.Namespace, settings: Any = None) -> Any:
+    """Load the engine configured by environment/config file, overridden by command-line flags."""
+    from seesay.engine.registry import create_engine
+
+    settings = settings or settings_from_args(args)
     return create_engine(settings.engine, settings.engine_config())
 
 
 def run_ask(args: argparse.Namespace) -> int:
+    from contextlib import closing
+
     from seesay.images import load_image
+    from seesay.safety import SafetyGate
     from seesay.types import ChatMessage, GenerationRequest, SamplingParams
 
-    engine = engine_from_args(args)
-    image = load_image(_read_image_arg(args.image), engine.info().pixel_budget)
-    sampling = SamplingParams(
-        max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
-        presence_penalty=args.presence_penalty, seed=args.seed, stop=tuple(args.stop),
-    )
-    request = GenerationRequest((ChatMessage.user(image, args.question),), sampling)
-    if args.stream and not args.json:
-        stream = engine.stream(request)
-        result = print_stream(stream)
-    else:
-        result = engine.answer(request)
+    settings = settings_from_args(args)
+    with closing(SafetyGate.from_config(settings.safety_config())) as gate:  # before the model: fails closed
+        engine = engine_from_args(args, settings)
+        image = load_image(_read_image_arg(args.image), engine.info().pixel_budget)
+        sampling = SamplingParams(
+            max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
+            presence_penalty=args.presence_penalty, seed=args.seed, stop=tuple(args.stop),
+        )
+        request = GenerationRequest((ChatMessage.user(image, args.question),), sampling)
+        printing = args.stream and not args.json
+        result = asyncio.run(answer(engine, settings, gate, request, print_deltas=printing))
+    if not printing:
         print(json.dumps(_result_json(result, engine), ensure_ascii=False) if args.json else result.text)
     log.info("usage %s", result.usage)
     return 0
 
 
-def print_stream(stream: Any) -> Any:
-    """Print each delta of an engine stream as it arrives; return the final result."""
-    while True:
-        try:
-            delta = next(stream)
-        except StopIteration as done:
+async def answer(engine: Any, settings: Any, gate: Any, request: Any, *, print_deltas: bool = False) -> Any:
+    """Answer one request through the service, printing its text deltas as they arrive if asked."""
+    from seesay.pipeline import final_result
+    from seesay.service import running_service
+
+    async with running_service(engine, settings, gate) as service:
+        async with service.admission() as admission:
+            stream = await service.submit(request, admission, stream=print_deltas)
+        if not print_deltas:
+            return await stream.result()
+        return await final_result(_print_deltas(stream.events()))
+
+
+async def _print_deltas(events: Any) -> Any:
+    """Print each text delta as it arrives and pass every event on."""
+    async for event in events:
+        if isinstance(event, str):
+            print(event, end="", flush=True)
+        else:
             print(flush=True)
-            return done.value
-        print(delta, end="", flush=True)
+        yield event
 
 
 def run_info(args: argparse.Namespace) -> int:

@@ -5,7 +5,13 @@ environment variables, then an optional TOML or YAML file named by ``--config FI
 ``SEESAY_CONFIG``. Keys in the file are the field names below (``max_batch_size = 8``); a key
 the service does not know is an error naming the key, so a typo never passes silently.
 List settings (``api_keys``, ``url_allowlist``) take comma-separated strings in the
-environment and lists in the file. Every error says how to fix the value.
+environment and lists in the file; ``safety_image_options`` takes a JSON object in the
+environment (``SEESAY_SAFETY_IMAGE_OPTIONS='{"threshold": 0.6}'``) and a table in the file.
+Every error says how to fix the value.
+
+Screening is on by default and off only when a setting says so: ``safety = false`` turns
+every screen off, ``safety_image_detector = "off"`` the image screen alone,
+``safety_text_policy = false`` the text policy alone.
 """
 
 from __future__ import annotations
@@ -20,7 +26,10 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
+from seesay.cache import SHARED_TIERS, BreakerConfig, CacheMode, MemoryCacheConfig, NearDuplicateRule, RedisCacheConfig
 from seesay.engine.config import TransformersEngineConfig
+from seesay.safety import SafetyConfig
+from seesay.scheduler import SchedulerLimits
 
 MiB = 1024 * 1024
 CONFIG_ENV = "SEESAY_CONFIG"
@@ -85,6 +94,53 @@ class Settings(BaseSettings):
     url_timeout_s: float = Field(10.0, gt=0, le=120)
     url_max_redirects: int = Field(3, ge=0, le=10)
 
+    # The response cache (see seesay.cache).
+    cache_policy: CacheMode = Field(
+        CacheMode.DETERMINISTIC,
+        description="Which answers are cached: off, deterministic (greedy or seeded requests) or all.",
+    )
+    cache_memory_entries: int = Field(1000, ge=0, description="Answers kept in process (L1); 0: no L1.")
+    cache_memory_ttl_s: float = Field(3600.0, gt=0)
+    cache_memory_bytes: int = Field(64 * MiB, ge=0)
+    redis_url: str | None = Field(None, description="Shared L2 cache: redis://host:port/db (rediss://, unix://).")
+    redis_namespace: str = Field("seesay", pattern=r"^[A-Za-z0-9_.-]+$")
+    redis_ttl_s: float = Field(86_400.0, gt=0)
+    redis_timeout_ms: float = Field(50.0, gt=0, le=60_000, description="Time-box of every request-path call.")
+    redis_max_value_bytes: int = Field(MiB, ge=1)
+    redis_failure_threshold: int = Field(3, ge=1, description="Consecutive failures that stop calls to Redis.")
+    redis_cooldown_s: float = Field(5.0, ge=0, description="Seconds before Redis is probed again.")
+    cache_near_duplicates: bool = Field(False, description="Let near-identical photos (resized, recompressed) "
+                                        "share cached answers, by perceptual hash.")
+    cache_phash_max_hamming: int = Field(6, ge=0, le=64)
+    cache_phash_colour_delta: int = Field(12, ge=0, le=255)
+
+    # Content safety (see seesay.safety).
+    safety: bool = Field(True, description="Master switch; false turns every screen off.")
+    safety_image_detector: str | None = Field("nudenet", description="nudenet, hf-classifier or flag; off: none.")
+    safety_image_options: dict[str, Any] = Field(default_factory=dict)
+    safety_image_cache_size: int = Field(4096, ge=0)
+    safety_text_policy: bool = True
+    safety_policy_file: Path | None = None
+    safety_policy_check_interval_s: float = Field(1.0, ge=0)
+    safety_on_block: Literal["error", "refuse"] = Field(
+        "error", description="A blocked image or prompt: error (HTTP 400) or refuse (the refusal text).")
+    safety_audit_log: Path | None = None
+
+    @field_validator("safety_image_detector", mode="before")
+    @classmethod
+    def _detector_off(cls, value: Any) -> Any:
+        if isinstance(value, str) and value.strip().lower() in ("", "off", "none"):
+            return None
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _shared_cache_scheme(cls, value: str | None) -> str | None:
+        if value is not None and value.partition("://")[0].lower() not in SHARED_TIERS:
+            schemes = ", ".join(f"{name}://" for name in sorted(SHARED_TIERS))
+            raise ValueError(f"the URL must start with one of {schemes}, e.g. redis://127.0.0.1:6379/0")
+        return value
+
     @field_validator("api_keys", "url_allowlist", mode="before")
     @classmethod
     def _split_list(cls, value: Any) -> Any:
@@ -121,6 +177,44 @@ class Settings(BaseSettings):
             max_model_len=self.max_model_len,
             default_max_new_tokens=self.default_max_new_tokens,
         )
+
+    def scheduler_limits(self) -> SchedulerLimits:
+        """The batching and admission part of these settings."""
+        return SchedulerLimits(max_batch_size=self.max_batch_size, max_wait_s=self.max_wait_ms / 1000,
+                               max_queue=self.max_queue, queue_timeout_s=self.queue_timeout_s)
+
+    def safety_config(self) -> SafetyConfig:
+        """The screens these settings ask for (every one off when ``safety`` is false)."""
+        return SafetyConfig(
+            image_detector=self.safety_image_detector if self.safety else None,
+            image_options=dict(self.safety_image_options),
+            image_cache_size=self.safety_image_cache_size,
+            text_policy=self.safety and self.safety_text_policy,
+            policy_file=self.safety_policy_file,
+            policy_check_interval_s=self.safety_policy_check_interval_s,
+            on_block=self.safety_on_block,
+            audit_log=self.safety_audit_log,
+        )
+
+    def memory_cache_config(self) -> MemoryCacheConfig:
+        return MemoryCacheConfig(max_entries=self.cache_memory_entries, ttl_s=self.cache_memory_ttl_s,
+                                 max_bytes=self.cache_memory_bytes)
+
+    def redis_cache_config(self) -> RedisCacheConfig | None:
+        """The shared L2 tier, or ``None`` without ``redis_url``."""
+        if self.redis_url is None:
+            return None
+        return RedisCacheConfig(
+            url=self.redis_url, ttl_s=self.redis_ttl_s, timeout_s=self.redis_timeout_ms / 1000,
+            max_value_bytes=self.redis_max_value_bytes, namespace=self.redis_namespace,
+            breaker=BreakerConfig(self.redis_failure_threshold, self.redis_cooldown_s),
+        )
+
+    def near_duplicate_rule(self) -> NearDuplicateRule | None:
+        """When near-identical photos share answers, and ``None`` when they never do."""
+        if not self.cache_near_duplicates:
+            return None
+        return NearDuplicateRule(self.cache_phash_max_hamming, self.cache_phash_colour_delta)
 
     def all_api_keys(self) -> tuple[str, ...]:
         """Keys from ``api_keys`` and ``api_keys_file`` (one a line; blank lines and ``#`` comments skipped)."""

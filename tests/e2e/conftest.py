@@ -2,7 +2,9 @@
 
 The model is the built-in demo model (``src/seesay/demo/model``); ``SEESAY_E2E_MODEL`` points
 the tests at another local Qwen-VL checkpoint. Servers are configured the way operators do
-it: through ``SEESAY_*`` environment variables (and one through ``--config``).
+it: through ``SEESAY_*`` environment variables (and one through ``--config``). Tests of the
+shared cache start their own ``redis-server`` on a free port (``tests/redis_server.py``); where
+none is installed they skip, which the suite's conftest turns into a failure in CI.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from pathlib import Path
 
 import pytest
 from server_process import ServerProcess, model_dir, running_server
+
+from redis_server import RedisServer, RedisServerUnavailable
 
 
 @pytest.fixture(scope="session")
@@ -28,3 +32,14 @@ def server(model_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     log = tmp_path_factory.mktemp("server") / "serve.log"
     with running_server(model_path, log, max_batch_size=8, max_wait_ms=5) as process:
         yield process
+
+
+@pytest.fixture(scope="module")
+def redis() -> Iterator[RedisServer]:
+    """A private redis-server on a free port, for one test module."""
+    try:
+        server = RedisServer()
+    except RedisServerUnavailable as exc:
+        pytest.skip(str(exc))
+    with server:
+        yield server

@@ -2,7 +2,9 @@
 
 Greedy answers from the server must equal ``seesay ask`` and the engine called directly for
 the same request; overload, dropped streams, auth, malformed requests and SIGTERM draining
-are checked against the real process.
+are checked against the real process. Tests about batching, queues and streams from the model
+keep their requests out of the response cache (``"seesay": {"cache": false}`` or
+``Cache-Control``), since identical greedy requests would otherwise share one computation.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from seesay.images import load_image
 from seesay.types import ChatMessage, GenerationRequest, ImagePart, SamplingParams, TextPart
 
 MAX_TOKENS = 24
+NO_CACHE = {"seesay": {"cache": False}}
 BACKLOG = 40  # requests queued ahead of the stream that is dropped
 SAMPLES = draw_samples(6, seed=2024)
 PICTURES = [png_bytes(sample.image) for sample in SAMPLES]
@@ -142,7 +145,7 @@ async def test_async_sdk_several_images_and_multi_turn_equal_the_engine(server: 
         )
         stream = await client.chat.completions.create(
             model=server.model_name, messages=messages, temperature=0, max_tokens=MAX_TOKENS,  # type: ignore[arg-type]
-            stream=True,
+            stream=True, extra_headers={"Cache-Control": "no-cache"},  # from the model, not a replay
         )
         streamed = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
         expected = direct_answer(engine, messages)
@@ -157,7 +160,7 @@ async def test_concurrent_greedy_requests_are_batched_and_answered_as_alone(serv
     before = metric(server.metrics(), "seesay_batch_size_count")
     answers = await asyncio.gather(*(
         client.chat.completions.create(model=server.model_name, messages=m, temperature=0,  # type: ignore[arg-type]
-                                       max_tokens=MAX_TOKENS) for m in conversations))
+                                       max_tokens=MAX_TOKENS, extra_body=NO_CACHE) for m in conversations))
     await client.close()
     assert [a.choices[0].message.content for a in answers] == [direct_answer(engine, m) for m in conversations]
     assert metric(server.metrics(), "seesay_batch_size_count") - before < 6  # some shared a batch
@@ -212,7 +215,8 @@ async def test_overload_gets_429_with_retry_after_while_admitted_requests_comple
     small_server: ServerProcess, engine: Engine
 ) -> None:
     messages = [user(PICTURES[0], text=SAMPLES[0].question)]
-    body = {"model": small_server.model_name, "messages": messages, "temperature": 0, "max_tokens": MAX_TOKENS}
+    body = {"model": small_server.model_name, "messages": messages, "temperature": 0, "max_tokens": MAX_TOKENS,
+            **NO_CACHE}
     limits = httpx.Limits(max_connections=64)
     async with httpx.AsyncClient(base_url=small_server.base_url, timeout=120, limits=limits) as client:
         flood = [asyncio.create_task(client.post("/v1/chat/completions", json=body)) for _ in range(24)]
@@ -231,7 +235,7 @@ async def test_a_dropped_stream_leaves_the_queue(model_path: Path, tmp_path: Pat
     with running_server(model_path, tmp_path / "serve.log", max_batch_size=1, max_queue=64, max_wait_ms=0,
                         queue_timeout_s=600) as srv:
         body = {"model": srv.model_name, "messages": [user(PICTURES[0], text=SAMPLES[0].question)],
-                "temperature": 0, "max_tokens": MAX_TOKENS}
+                "temperature": 0, "max_tokens": MAX_TOKENS, **NO_CACHE}
         async with httpx.AsyncClient(base_url=srv.base_url, timeout=300,
                                      limits=httpx.Limits(max_connections=64)) as client:
             backlog = [asyncio.create_task(client.post("/v1/chat/completions", json=body)) for _ in range(BACKLOG)]
@@ -276,7 +280,7 @@ def test_api_keys_and_config_file(model_path: Path, tmp_path: Path) -> None:
 def test_sigterm_drains_in_flight_streams_then_exits_cleanly(model_path: Path, tmp_path: Path) -> None:
     with running_server(model_path, tmp_path / "serve.log", max_batch_size=2) as srv:
         body = {"model": srv.model_name, "messages": [user(PICTURES[1], text=SAMPLES[1].question)],
-                "temperature": 0, "max_tokens": MAX_TOKENS, "stream": True}
+                "temperature": 0, "max_tokens": MAX_TOKENS, "stream": True, **NO_CACHE}
         with httpx.Client(base_url=srv.base_url, timeout=120) as client:
             streams = [client.stream("POST", "/v1/chat/completions", json=body) for _ in range(3)]
             opened = [s.__enter__() for s in streams]

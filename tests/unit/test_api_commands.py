@@ -14,6 +14,7 @@ import uvicorn
 
 from seesay.api.commands import add_serve_command, configure_logging
 from seesay.config import ConfigError, load_settings
+from seesay.safety import SafetyConfigError
 
 
 class FakeServer:
@@ -42,6 +43,7 @@ def parse(*argv: str) -> argparse.Namespace:
 def fake_uvicorn(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in [n for n in os.environ if n.startswith("SEESAY_")]:
         monkeypatch.delenv(name)
+    monkeypatch.setenv("SEESAY_SAFETY_IMAGE_DETECTOR", "flag")  # NudeNet is for the tests about it
     FakeServer.instances.clear()
     monkeypatch.setattr(uvicorn, "Server", FakeServer)
 
@@ -62,6 +64,22 @@ def test_flags_override_the_config_file(tmp_path: Path) -> None:
 def test_invalid_settings_stop_before_serving() -> None:
     args = parse("--port", "99999")
     with pytest.raises(ConfigError, match="port"):
+        args.func(args)
+    assert FakeServer.instances == []
+
+
+def test_the_redis_url_flag_sets_the_shared_cache(monkeypatch: pytest.MonkeyPatch) -> None:
+    built: list[Any] = []
+    monkeypatch.setattr("seesay.api.app.build_app", lambda settings, **kw: built.append(settings) or object())
+    args = parse("--redis-url", "redis://10.0.0.9:6379/1")
+    assert args.func(args) == 0
+    assert built[0].redis_url == "redis://10.0.0.9:6379/1"
+
+
+def test_a_detector_that_cannot_load_stops_serve_before_the_model_loads(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SEESAY_SAFETY_IMAGE_DETECTOR", "bogus")
+    args = parse()
+    with pytest.raises(SafetyConfigError, match="unknown image detector 'bogus'"):
         args.func(args)
     assert FakeServer.instances == []
 

@@ -5,16 +5,12 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import re
-import time
-from collections.abc import Callable
 from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI
 
-from fakes import FakeEngine, app_client, data_url, fake_settings, png_bytes
+from fakes import FakeEngine, app_client, data_url, fake_settings, metric, png_bytes, raw_request, wait_until
 from seesay.api.app import build_app
 from seesay.engine.registry import register_engine
 
@@ -23,45 +19,6 @@ CHAT = {"model": "fake-vl", "messages": [{"role": "user", "content": "hello"}]}
 
 def chat(text: str, **fields: Any) -> dict[str, Any]:
     return {"model": "fake-vl", "messages": [{"role": "user", "content": text}], **fields}
-
-
-async def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.005)
-
-
-def metric(text: str, name: str) -> float:
-    """One sample's value from a Prometheus text page (``name`` includes any labels)."""
-    match = re.search(rf"^{re.escape(name)} (\S+)$", text, re.MULTILINE)
-    assert match, f"{name} not in metrics"
-    return float(match.group(1))
-
-
-async def raw_request(app: FastAPI, body: dict[str, Any], disconnect: asyncio.Event) -> list[dict[str, Any]]:
-    """POST /v1/chat/completions at the ASGI level; the client disconnects when ``disconnect`` is set."""
-    data = json.dumps(body).encode()
-    scope = {"type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"}, "http_version": "1.1",
-             "method": "POST", "scheme": "http", "path": "/v1/chat/completions", "raw_path": b"/v1/chat/completions",
-             "query_string": b"", "root_path": "", "client": ("127.0.0.1", 5000), "server": ("seesay.test", 80),
-             "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]}
-    body_sent = False
-    sent: list[dict[str, Any]] = []
-
-    async def receive() -> dict[str, Any]:
-        nonlocal body_sent
-        if not body_sent:
-            body_sent = True
-            return {"type": "http.request", "body": data, "more_body": False}
-        await disconnect.wait()
-        return {"type": "http.disconnect"}
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-
-    await app(scope, receive, send)
-    return sent
 
 
 # --- overload --------------------------------------------------------------------------------

@@ -106,3 +106,63 @@ def test_keys_come_from_the_list_and_the_file(tmp_path: Path) -> None:
     keys = tmp_path / "keys"
     keys.write_text("# team A\nsk-a\n\n  sk-b  \n")
     assert load_settings(api_keys="sk-env", api_keys_file=keys).all_api_keys() == ("sk-env", "sk-a", "sk-b")
+
+
+def test_cache_and_safety_defaults_screen_everything_and_cache_deterministic_answers() -> None:
+    settings = load_settings()
+    assert settings.cache_policy == "deterministic" and settings.redis_cache_config() is None
+    assert settings.near_duplicate_rule() is None
+    memory = settings.memory_cache_config()
+    assert (memory.max_entries, memory.ttl_s, memory.max_bytes) == (1000, 3600.0, 64 * 1024 * 1024)
+    safety = settings.safety_config()
+    assert (safety.image_detector, safety.text_policy, safety.on_block) == ("nudenet", True, "error")
+
+
+def test_cache_and_safety_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SEESAY_REDIS_URL", "redis://cache.internal:6380/2")
+    monkeypatch.setenv("SEESAY_REDIS_TIMEOUT_MS", "20")
+    monkeypatch.setenv("SEESAY_REDIS_FAILURE_THRESHOLD", "5")
+    monkeypatch.setenv("SEESAY_CACHE_NEAR_DUPLICATES", "true")
+    monkeypatch.setenv("SEESAY_SAFETY_IMAGE_DETECTOR", "hf-classifier")
+    monkeypatch.setenv("SEESAY_SAFETY_IMAGE_OPTIONS", '{"model": "/models/nsfw", "threshold": 0.8}')
+    monkeypatch.setenv("SEESAY_SAFETY_ON_BLOCK", "refuse")
+    settings = load_settings()
+    redis = settings.redis_cache_config()
+    assert redis is not None and redis.url == "redis://cache.internal:6380/2"
+    assert (redis.timeout_s, redis.breaker.failure_threshold, redis.namespace) == (0.02, 5, "seesay")
+    assert settings.near_duplicate_rule() is not None
+    safety = settings.safety_config()
+    assert safety.image_detector == "hf-classifier" and safety.on_block == "refuse"
+    assert dict(safety.image_options) == {"model": "/models/nsfw", "threshold": 0.8}
+
+
+@pytest.mark.parametrize("value", ["off", "none", "OFF", ""])
+def test_image_screening_is_turned_off_by_name(value: str) -> None:
+    assert load_settings(safety_image_detector=value).safety_config().image_detector is None
+
+
+def test_the_master_switch_turns_every_screen_off() -> None:
+    safety = load_settings(safety=False).safety_config()
+    assert safety.image_detector is None and safety.text_policy is False
+
+
+def test_redis_url_flag_of_serve_reaches_the_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SEESAY_REDIS_URL", "redis://from-env:6379/0")
+    assert load_settings(redis_url="redis://from-flag:6379/0").redis_url == "redis://from-flag:6379/0"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [({"redis_url": "http://cache:6379"}, r"redis_url \(SEESAY_REDIS_URL\): the URL must start with one of "
+      r"redis://, rediss://, unix://"),
+     ({"redis_namespace": "my app"}, r"redis_namespace \(SEESAY_REDIS_NAMESPACE\)"),
+     ({"cache_policy": "sometimes"}, r"cache_policy \(SEESAY_CACHE_POLICY\): Input should be 'off', "
+      r"'deterministic' or 'all'"),
+     ({"safety_on_block": "ignore"}, r"safety_on_block \(SEESAY_SAFETY_ON_BLOCK\): Input should be 'error' or "
+      r"'refuse'"),
+     ({"redis_timeout_ms": 0}, r"redis_timeout_ms"),
+     ({"cache_phash_max_hamming": 65}, r"cache_phash_max_hamming")],
+)
+def test_invalid_cache_and_safety_values_are_refused_with_a_fix(overrides: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_settings(**overrides)

@@ -27,10 +27,25 @@ from seesay.api.protocol import (
     UsageOut,
 )
 from seesay.api.record import RequestRecord
+from seesay.cache import CacheOptOut, parse_cache_control
 from seesay.errors import SeesayError
 from seesay.scheduler import RequestCancelledError
 from seesay.service import AnswerStream
 from seesay.types import GenerationResult, Usage
+
+CACHE_HEADER = "X-Seesay-Cache"
+
+
+def cache_opt_out(request: Request, field: bool | None) -> CacheOptOut:
+    """The opt-outs of ``Cache-Control: no-cache | no-store`` and of the request's ``cache`` field."""
+    return parse_cache_control(request.headers.get("cache-control"), cache_field=field)
+
+
+def cache_header(stream: AnswerStream, record: RequestRecord) -> dict[str, str]:
+    """``X-Seesay-Cache`` for ``stream``'s response, also noted on the request's record."""
+    record.cache = stream.cache_status
+    record.replayed = stream.replayed
+    return {CACHE_HEADER: stream.cache_status}
 
 
 def usage_out(usage: Usage) -> UsageOut:

@@ -1,10 +1,13 @@
 """``seesay serve``: run the HTTP API with uvicorn.
 
 Settings come from ``--config FILE`` / ``SEESAY_CONFIG``, ``SEESAY_*`` variables and the
-flags here, in rising priority (see :mod:`seesay.config`). On SIGTERM or Ctrl-C uvicorn stops
-accepting connections and waits up to ``drain_timeout_s`` for open requests; the app's
-lifespan then drains the scheduler and closes the engine, and the process exits 0 (1 when the
-app failed to start, for example because the model could not be loaded).
+flags here, in rising priority (see :mod:`seesay.config`). The safety screens are loaded
+first: one that cannot load (an unknown detector, NudeNet not installed, a broken policy
+file) stops the command with a message saying how to fix it, before the model is loaded and
+before anything listens. On SIGTERM or Ctrl-C uvicorn stops accepting connections and waits
+up to ``drain_timeout_s`` for open requests; the app's lifespan then drains the scheduler and
+closes the cache and the engine, and the process exits 0 (1 when the app failed to start, for
+example because the model could not be loaded).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import argparse
 import logging
 import signal
 import sys
+from contextlib import closing
 from types import FrameType
 from typing import Any
 
@@ -24,26 +28,36 @@ def add_serve_command(subparsers: Any) -> None:
     serve = subparsers.add_parser(
         "serve",
         help="run the OpenAI-compatible HTTP API",
-        description="Serve /v1/chat/completions, /v1/vqa, /v1/models, /health, /ready and /metrics. "
+        description="Serve /v1/chat/completions, /v1/vqa, /v1/models, /health, /ready, /metrics and /admin/cache. "
         "Every setting can also come from a SEESAY_* environment variable or a TOML/YAML file.",
     )
     serve.add_argument("--host", help="address to listen on (default: $SEESAY_HOST, else 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to listen on (default: $SEESAY_PORT, else 8000)")
     serve.add_argument("--model", help="hub id or local folder (default: $SEESAY_MODEL, else the built-in demo model)")
     serve.add_argument("--config", metavar="FILE", help="TOML or YAML settings file (default: $SEESAY_CONFIG)")
+    serve.add_argument("--redis-url", help="shared response cache, e.g. redis://127.0.0.1:6379/0 "
+                       "(default: $SEESAY_REDIS_URL; unset: in-process cache only)")
     serve.set_defaults(func=run_serve)
 
 
 def run_serve(args: argparse.Namespace) -> int:
     """Serve until SIGTERM/SIGINT; 0 after a clean shutdown, 1 if the app failed to start."""
+    from seesay.api.app import build_app
+    from seesay.safety import SafetyGate
+
+    settings = load_settings(args.config, host=args.host, port=args.port, model=args.model,
+                             redis_url=args.redis_url)
+    configure_logging(settings)
+    with closing(SafetyGate.from_config(settings.safety_config())) as gate:  # fails closed, with the fix
+        return _serve(build_app(settings, gate=gate), settings)
+
+
+def _serve(app: Any, settings: Settings) -> int:
+    """Run ``app`` under uvicorn with the settings' address and drain time."""
     import uvicorn
 
-    from seesay.api.app import build_app
-
-    settings = load_settings(args.config, host=args.host, port=args.port, model=args.model)
-    configure_logging(settings)
     config = uvicorn.Config(
-        build_app(settings),
+        app,
         host=settings.host,
         port=settings.port,
         log_config=None,  # keep the logging set up below

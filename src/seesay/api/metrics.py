@@ -4,7 +4,13 @@
 ``seesay_time_to_first_token_seconds``, ``seesay_queue_depth``, ``seesay_running_requests``,
 ``seesay_batch_size``, ``seesay_cancelled_requests_total{stage}`` (clients that went away while
 their request was ``queued`` or ``running``), ``seesay_prompt_tokens_total`` and
-``seesay_generated_tokens_total``.
+``seesay_generated_tokens_total`` (what the engine generated: answers replayed from the cache or
+from an identical request are not counted).
+
+The response cache: ``seesay_cache_hits_total{tier}``, ``seesay_cache_misses_total``,
+``seesay_cache_stores_total{tier}``, ``seesay_cache_errors_total{tier}`` and
+``seesay_cache_breaker_state{tier,state}`` (1 for the current state). Content safety:
+``seesay_safety_blocks_total{where,rule}`` and ``seesay_safety_check_seconds{where}``.
 Routes are labelled by their path template; unknown paths share the label ``unmatched`` so
 a scanner cannot blow up the label set.
 """
@@ -13,11 +19,62 @@ from __future__ import annotations
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from seesay.scheduler import Scheduler
+from seesay.cache import BreakerState, NullObserver
+from seesay.safety import BlockEvent, Where
+from seesay.service import AnswerService
 from seesay.types import Usage
 
 _LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+_CHECK_BUCKETS = (0.0001, 0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+
+
+class CacheMetrics(NullObserver):
+    """The response cache's observer: its events as Prometheus metrics."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        r = registry
+        self.hits = Counter("seesay_cache_hits", "Answers served from the response cache, by tier.", ["tier"],
+                            registry=r)
+        self.misses = Counter("seesay_cache_misses", "Cacheable requests not found in the cache (computed, or "
+                              "joined to an identical request being computed).", registry=r)
+        self.stores = Counter("seesay_cache_stores", "Answers written to the cache, by tier.", ["tier"], registry=r)
+        self.errors = Counter("seesay_cache_errors", "Failed or timed-out cache calls, by tier.", ["tier"],
+                              registry=r)
+        self.breaker = Gauge("seesay_cache_breaker_state", "Circuit breaker of a shared tier: 1 for its state.",
+                             ["tier", "state"], registry=r)
+
+    def on_hit(self, tier: str) -> None:
+        self.hits.labels(tier=tier).inc()
+
+    def on_miss(self) -> None:
+        self.misses.inc()
+
+    def on_store(self, tier: str) -> None:
+        self.stores.labels(tier=tier).inc()
+
+    def on_error(self, tier: str) -> None:
+        self.errors.labels(tier=tier).inc()
+
+    def on_breaker_state(self, tier: str, state: str) -> None:
+        for known in BreakerState:
+            self.breaker.labels(tier=tier, state=known.value).set(1 if known.value == state else 0)
+
+
+class SafetyMetrics:
+    """The safety gate's observer: blocks and screening time as Prometheus metrics."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.blocks = Counter("seesay_safety_blocks", "Blocked images, prompts and answers, by rule or label.",
+                              ["where", "rule"], registry=registry)
+        self.check_seconds = Histogram("seesay_safety_check_seconds", "Time one screen took.", ["where"],
+                                       buckets=_CHECK_BUCKETS, registry=registry)
+
+    def on_check(self, where: Where, seconds: float) -> None:
+        self.check_seconds.labels(where=where).observe(seconds)
+
+    def on_block(self, event: BlockEvent) -> None:
+        self.blocks.labels(where=event.where, rule=event.rule).inc()
 
 
 class Metrics:
@@ -43,11 +100,16 @@ class Metrics:
         self.prompt_tokens = Counter("seesay_prompt_tokens", "Prompt tokens processed (image tokens included).",
                                      registry=r)
         self.generated_tokens = Counter("seesay_generated_tokens", "Answer tokens generated.", registry=r)
+        self.cache = CacheMetrics(r)
+        self.safety = SafetyMetrics(r)
 
-    def watch(self, scheduler: Scheduler) -> None:
-        """Read queue depth and running requests from ``scheduler`` at every scrape."""
-        self.queue_depth.set_function(lambda: scheduler.queue_depth)
-        self.running.set_function(lambda: scheduler.running)
+    def watch(self, service: AnswerService) -> None:
+        """Read queue depth and running requests from ``service`` at every scrape; show the breaker's state."""
+        self.queue_depth.set_function(lambda: service.queue_depth)
+        self.running.set_function(lambda: service.running)
+        shared = service.cache.shared if service.cache is not None else None
+        if shared is not None:
+            self.cache.on_breaker_state(shared.name, shared.stats().state)
 
     def observe_batch(self, size: int) -> None:
         self.batch_size.observe(size)
@@ -59,9 +121,11 @@ class Metrics:
         self.requests.labels(route=route, status=str(status)).inc()
         self.latency.labels(route=route).observe(seconds)
 
-    def observe_answer(self, usage: Usage, first_token_s: float | None) -> None:
-        self.prompt_tokens.inc(usage.prompt_tokens)
-        self.generated_tokens.inc(usage.completion_tokens)
+    def observe_answer(self, usage: Usage, first_token_s: float | None, *, cached: bool = False) -> None:
+        """One answer sent; a ``cached`` one (replayed, not generated for this request) cost no tokens."""
+        if not cached:
+            self.prompt_tokens.inc(usage.prompt_tokens)
+            self.generated_tokens.inc(usage.completion_tokens)
         if first_token_s is not None:
             self.first_token.observe(first_token_s)
 

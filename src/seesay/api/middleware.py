@@ -128,7 +128,7 @@ class RequestTelemetry:
         route = route if route in self.routes else "unmatched"
         self.metrics.observe_request(route, status, seconds)
         if record.usage is not None:
-            self.metrics.observe_answer(record.usage, record.first_token_s)
+            self.metrics.observe_answer(record.usage, record.first_token_s, cached=record.replayed)
         access_log.info(json.dumps(self._fields(scope, record, status, seconds), ensure_ascii=False))
 
     def _fields(self, scope: Scope, record: RequestRecord, status: int, seconds: float) -> dict[str, Any]:
@@ -146,7 +146,8 @@ class RequestTelemetry:
                           image_tokens=record.usage.image_tokens)
         if record.first_token_s is not None:
             fields["ttft_ms"] = round(record.first_token_s * 1000, 1)
-        optional = {"model": record.model, "finish_reason": record.finish_reason, "error": record.error_code}
+        optional = {"model": record.model, "finish_reason": record.finish_reason, "error": record.error_code,
+                    "cache": record.cache}
         fields.update({k: v for k, v in optional.items() if v is not None})
         if self.debug and record.prompt is not None:
             fields["prompt"] = record.prompt

@@ -19,7 +19,10 @@ Compatibility, field by field:
   ``stream_options.include_usage`` adds a last chunk with usage and no choices.
 * The seesay extension: ``"seesay": {"min_pixels": ..., "max_pixels": ...}`` sets this
   request's pixel budget (``extra_body={"seesay": {...}}`` with the ``openai`` SDK); it may
-  lower the server's budget, never raise it.
+  lower the server's budget, never raise it. ``"cache": false`` keeps this request out of the
+  response cache (neither read nor stored), like the header ``Cache-Control: no-store``;
+  ``Cache-Control: no-cache`` skips the lookup but stores the fresh answer.
+* Every answer carries the header ``X-Seesay-Cache: hit-memory | hit-redis | miss``.
 * Any other field (``tools``, ``response_format``, ``logit_bias`` …) is refused with a 400
   that names it, rather than silently ignored.
 """
@@ -115,10 +118,11 @@ class StreamOptions(WireModel):
 
 
 class SeesayOptions(WireModel):
-    """The seesay extension: this request's pixel budget (see the module docstring)."""
+    """The seesay extension: this request's pixel budget and cache opt-out (see the module docstring)."""
 
     min_pixels: int | None = Field(None, ge=1)
     max_pixels: int | None = Field(None, ge=1)
+    cache: bool | None = Field(None, description="false: neither read nor store the response cache.")
 
 
 class ChatCompletionRequest(WireModel):
@@ -208,6 +212,7 @@ class VqaForm(WireModel):
     seed: int | None = None
     min_pixels: int | None = Field(None, ge=1)
     max_pixels: int | None = Field(None, ge=1)
+    cache: bool | None = None
 
 
 # --- responses -------------------------------------------------------------------------------
@@ -292,6 +297,33 @@ class HealthStatus(BaseModel):
     detail: str | None = None
     model: str | None = None
     queue_depth: int | None = None
+
+
+class CacheStatsResponse(BaseModel):
+    """``GET /admin/cache``: this replica's response cache (``seesay cache stats``).
+
+    ``hits``/``stores``/``errors`` are per tier (``memory``, ``redis``); ``memory`` and ``redis``
+    are the tiers' own counters; ``redis_entries`` is the number of answers in Redis.
+    Without a cache (``cache_policy = "off"``) only ``policy`` is set.
+    """
+
+    policy: str
+    hits: dict[str, int] | None = None
+    misses: int | None = None
+    coalesced: int | None = None
+    stores: dict[str, int] | None = None
+    errors: dict[str, int] | None = None
+    memory: dict[str, Any] | None = None
+    redis: dict[str, Any] | None = None
+    redis_entries: int | None = None
+    redis_error: str | None = None
+
+
+class CacheClearResponse(BaseModel):
+    """``POST /admin/cache/clear``: answers removed from this replica's L1 and from Redis (``null``: no Redis)."""
+
+    memory: int
+    redis: int | None
 
 
 class ErrorDetail(BaseModel):

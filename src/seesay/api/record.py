@@ -23,6 +23,8 @@ class RequestRecord:
     first_token_at: float | None = None
     finish_reason: str | None = None
     error_code: str | None = None
+    cache: str | None = None  # the X-Seesay-Cache value
+    replayed: bool = False  # the answer was not generated for this request: its tokens cost nothing
     prompt: str | None = None  # set in debug mode only
 
     @property

@@ -220,7 +220,7 @@ class RedisCache:
         except Exception as exc:
             raise SharedCacheUnavailableError(
                 f"redis cache {what} failed ({type(exc).__name__}: {exc}); check that Redis is running "
-                f"and reachable at {_redacted(self.config.url)}"
+                f"and reachable at {redacted_url(self.config.url)}"
             ) from exc
 
     def _scan(self) -> Any:
@@ -244,9 +244,9 @@ class RedisCache:
     def _on_breaker_change(self, state: BreakerState) -> None:
         if state is BreakerState.OPEN:
             log.warning("redis cache at %s unavailable; serving from memory only, probing again in %.0f s",
-                        _redacted(self.config.url), self.config.breaker.cooldown_s)
+                        redacted_url(self.config.url), self.config.breaker.cooldown_s)
         elif state is BreakerState.CLOSED:
-            log.info("redis cache at %s is back", _redacted(self.config.url))
+            log.info("redis cache at %s is back", redacted_url(self.config.url))
         self._observer.on_breaker_state(TIER, state.value)
 
 
@@ -271,6 +271,6 @@ def connect(config: RedisCacheConfig) -> Redis:
     )
 
 
-def _redacted(url: str) -> str:
+def redacted_url(url: str) -> str:
     """``url`` without a password, for messages and logs."""
     return re.sub(r"//([^:@/]*):[^@/]*@", r"//\1:***@", url)

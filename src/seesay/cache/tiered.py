@@ -230,6 +230,10 @@ class ResponseCache:
             return None
         return lookup if should_store(lookup.result) else None
 
+    def in_flight(self, key: CacheKey) -> bool:
+        """Whether an answer for ``key`` is being computed now (:meth:`join` would wait for it)."""
+        return key.digest in self._inflight
+
     def _start(self, key: CacheKey, work: Awaitable[CacheLookup]) -> asyncio.Task[CacheLookup]:
         task = asyncio.ensure_future(work)
         self._inflight[key.digest] = task

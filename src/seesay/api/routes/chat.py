@@ -4,11 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import StreamingResponse
 from starlette.background import BackgroundTask
 
-from seesay.api.answers import answer_or_cancel, completion_response, note_result, sse_stream
+from seesay.api.answers import (
+    answer_or_cancel,
+    cache_header,
+    cache_opt_out,
+    completion_response,
+    note_result,
+    sse_stream,
+)
 from seesay.api.dependencies import RuntimeDep, require_caller
 from seesay.api.protocol import ChatCompletionRequest, ChatCompletionResponse, ErrorResponse
 from seesay.api.record import record_of
@@ -20,21 +27,25 @@ _ERRORS: dict[int | str, dict[str, Any]] = {s: {"model": ErrorResponse} for s in
 
 @router.post("/v1/chat/completions", response_model=None, responses=_ERRORS)
 async def create_chat_completion(
-    body: ChatCompletionRequest, request: Request, runtime: RuntimeDep
+    body: ChatCompletionRequest, request: Request, response: Response, runtime: RuntimeDep
 ) -> ChatCompletionResponse | StreamingResponse:
     """Answer a conversation with images; ``stream: true`` for server-sent events."""
     record = record_of(request)
     record.model = runtime.model_name
+    opt_out = cache_opt_out(request, body.seesay.cache if body.seesay is not None else None)
     async with runtime.service.admission() as admission:  # 429 before any image is decoded
         generation = await runtime.intake.chat_request(body, record.request_id)
         if runtime.settings.debug:
             record.prompt = generation.messages[-1].text
-        stream = await runtime.service.submit(generation, admission, stream=body.stream)
+        stream = await runtime.service.submit(generation, admission, stream=body.stream, opt_out=opt_out)
+    headers = cache_header(stream, record)
     if body.stream:
         include_usage = body.stream_options is not None and body.stream_options.include_usage
         events = sse_stream(stream, runtime.model_name, record, include_usage=include_usage)
         # The background task also covers a client that leaves before the stream starts.
-        return StreamingResponse(events, media_type="text/event-stream", background=BackgroundTask(stream.cancel))
+        return StreamingResponse(events, media_type="text/event-stream", headers=headers,
+                                 background=BackgroundTask(stream.cancel))
     result = await answer_or_cancel(request, stream)
     note_result(record, result, stream.first_text_at)
+    response.headers.update(headers)
     return completion_response(result, runtime.model_name)

@@ -4,9 +4,17 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Form, Request
+from fastapi import APIRouter, Depends, Form, Request, Response
 
-from seesay.api.answers import answer_or_cancel, completion_id, finish_reason, note_result, usage_out
+from seesay.api.answers import (
+    answer_or_cancel,
+    cache_header,
+    cache_opt_out,
+    completion_id,
+    finish_reason,
+    note_result,
+    usage_out,
+)
 from seesay.api.dependencies import RuntimeDep, require_caller
 from seesay.api.protocol import ErrorResponse, VqaForm, VqaResponse
 from seesay.api.record import record_of
@@ -17,7 +25,9 @@ _ERRORS: dict[int | str, dict[str, Any]] = {s: {"model": ErrorResponse} for s in
 
 
 @router.post("/v1/vqa", responses=_ERRORS)
-async def answer_question(form: Annotated[VqaForm, Form()], request: Request, runtime: RuntimeDep) -> VqaResponse:
+async def answer_question(
+    form: Annotated[VqaForm, Form()], request: Request, response: Response, runtime: RuntimeDep
+) -> VqaResponse:
     """Answer ``question`` about the uploaded ``image``."""
     record = record_of(request)
     record.model = runtime.model_name
@@ -25,7 +35,8 @@ async def answer_question(form: Annotated[VqaForm, Form()], request: Request, ru
         generation = await runtime.intake.vqa_request(form, record.request_id)
         if runtime.settings.debug:
             record.prompt = form.question
-        stream = await runtime.service.submit(generation, admission)
+        stream = await runtime.service.submit(generation, admission, opt_out=cache_opt_out(request, form.cache))
+    response.headers.update(cache_header(stream, record))
     result = await answer_or_cancel(request, stream)
     note_result(record, result, stream.first_text_at)
     return VqaResponse(id=completion_id(result.request_id), model=runtime.model_name, answer=result.text,
