@@ -12,9 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import statistics
-import time
-from collections.abc import Callable
 
 from intake import measure_intake  # bench/ is on sys.path when this runs as a script
 from seesay.demo.catalogue import COMBINATIONS, Item, draw_picture, png_bytes
@@ -22,18 +19,9 @@ from seesay.engine.config import TransformersEngineConfig
 from seesay.engine.transformers import TransformersEngine
 from seesay.images import load_image
 from seesay.types import ChatMessage, GenerationRequest, SamplingParams
+from timing import median_seconds
 
 QUESTIONS = ("What colour is this item?", "这件外套适合什么场合穿？", "What is this item?", "怎么搭配比较好？")
-
-
-def median_seconds(run: Callable[[], object], repeats: int) -> float:
-    run()  # warm-up
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
 
 
 def requests(engine: TransformersEngine, count: int, new_tokens: int) -> list[GenerationRequest]:

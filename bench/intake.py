@@ -13,14 +13,12 @@ from __future__ import annotations
 
 import argparse
 import io
-import statistics
-import time
-from collections.abc import Callable
 
 import numpy as np
 from PIL import Image
 
 from seesay.images import PixelBudget, load_image
+from timing import median_seconds
 
 
 def synthetic_photo(width: int = 4000, height: int = 3000, seed: int = 0) -> bytes:
@@ -39,17 +37,6 @@ def naive_intake(data: bytes, budget: PixelBudget) -> Image.Image:
     with Image.open(io.BytesIO(data)) as source:
         rgb = source.convert("RGB")
     return rgb.resize(budget.target_size(*rgb.size), Image.Resampling.BICUBIC)
-
-
-def median_seconds(run: Callable[[], object], repeats: int) -> float:
-    """Median wall time of ``repeats`` calls, after one untimed warm-up call."""
-    run()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def measure_intake(repeats: int = 7) -> dict[str, float]:

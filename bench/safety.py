@@ -48,6 +48,7 @@ from seesay.safety.policy import default_policy
 from seesay.safety.stream import StreamGuard
 from seesay.safety.text import TextPolicy
 from serve import InProcessServer
+from timing import median_seconds
 
 PROMPT_ZH = "这件外套适合什么场合穿？可以搭配什么颜色的裤子？"
 PROMPT_EN = "What occasions is this jacket suitable for, and what colour of trousers goes with it?"
@@ -62,14 +63,7 @@ ANSWER_LONG = (
 
 def p50_ms(run: Callable[[], object], repeats: int) -> float:
     """Median milliseconds of ``repeats`` calls after two untimed warm-up calls."""
-    run()
-    run()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1000
+    return median_seconds(run, repeats, warmup=2) * 1000
 
 
 def one_megapixel_photo() -> NormalizedImage:

@@ -22,6 +22,8 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from types import TracebackType
 
 REDIS_SERVER_ENV = "SEESAY_TEST_REDIS_SERVER"
@@ -148,3 +150,16 @@ class RedisServer:
                  tb: TracebackType | None) -> None:
         self.close()
 
+
+
+@contextmanager
+def running_redis() -> Iterator[RedisServer]:
+    """A private server for a test fixture; skips (a failure under CI) when redis-server is missing."""
+    import pytest
+
+    try:
+        server = RedisServer()
+    except RedisServerUnavailable as exc:
+        pytest.skip(str(exc))
+    with server:
+        yield server

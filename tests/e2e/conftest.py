@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from server_process import ServerProcess, model_dir, running_server
 
-from redis_server import RedisServer, RedisServerUnavailable
+from redis_server import RedisServer, running_redis
 
 
 @pytest.fixture(scope="session")
@@ -37,9 +37,5 @@ def server(model_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
 @pytest.fixture(scope="module")
 def redis() -> Iterator[RedisServer]:
     """A private redis-server on a free port, for one test module."""
-    try:
-        server = RedisServer()
-    except RedisServerUnavailable as exc:
-        pytest.skip(str(exc))
-    with server:
+    with running_redis() as server:
         yield server

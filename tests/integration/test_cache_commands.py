@@ -14,18 +14,14 @@ from collections.abc import Iterator
 
 import pytest
 
-from redis_server import RedisServer, RedisServerUnavailable, free_port
+from redis_server import RedisServer, free_port, running_redis
 from seesay.cache import CacheKey, RedisCache, RedisCacheConfig
 from seesay.types import GenerationResult, Usage
 
 
 @pytest.fixture
 def redis_server() -> Iterator[RedisServer]:
-    try:
-        server = RedisServer()
-    except RedisServerUnavailable as exc:
-        pytest.skip(str(exc))
-    with server:
+    with running_redis() as server:
         yield server
 
 

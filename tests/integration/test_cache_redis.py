@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 from redis import Redis
 
-from redis_server import RedisServer, RedisServerUnavailable
+from redis_server import RedisServer, running_redis
 from seesay.cache import (
     BreakerConfig,
     BreakerState,
@@ -57,11 +57,7 @@ class Engine:
 
 @pytest.fixture
 def redis_server() -> Iterator[RedisServer]:
-    try:
-        server = RedisServer()
-    except RedisServerUnavailable as exc:
-        pytest.skip(str(exc))
-    with server:
+    with running_redis() as server:
         yield server
 
 
