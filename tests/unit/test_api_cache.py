@@ -14,7 +14,6 @@ import random
 from typing import Any
 
 import httpx
-import pytest
 from fastapi import FastAPI
 from PIL import Image
 
@@ -58,17 +57,6 @@ async def post(client: httpx.AsyncClient, body: dict[str, Any], **headers: str) 
     response = await client.post("/v1/chat/completions", json=body, headers=headers)
     assert response.status_code == 200, response.text
     return response
-
-
-@pytest.fixture
-def engine() -> FakeEngine:
-    return FakeEngine()
-
-
-@pytest.fixture
-async def client(engine: FakeEngine) -> Any:
-    async with app_client(build_app(fake_settings(), engine)) as client:
-        yield client
 
 
 # --- hits --------------------------------------------------------------------------------------

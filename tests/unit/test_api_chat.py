@@ -30,17 +30,6 @@ def sse_events(text: str) -> list[Any]:
     return [p if p == "[DONE]" else json.loads(p) for p in payloads]
 
 
-@pytest.fixture
-def engine() -> FakeEngine:
-    return FakeEngine()
-
-
-@pytest.fixture
-async def client(engine: FakeEngine) -> Any:
-    async with app_client(build_app(fake_settings(), engine)) as client:
-        yield client
-
-
 async def post(client: httpx.AsyncClient, body: Any) -> httpx.Response:
     return await client.post("/v1/chat/completions", json=body)
 
