@@ -328,8 +328,9 @@ def run(engine: Engine, args: argparse.Namespace) -> tuple[list[Level], list[flo
     work = workload(args.requests)
     bodies = [chat_body(name, png, question, args.max_tokens) for png, question in work]
     direct_latencies(engine, work[:4], args.max_tokens)  # warm-up
-    with InProcessServer(engine, max_batch_size=args.batch_size, max_wait_ms=args.max_wait_ms) as on, \
-            InProcessServer(engine, max_batch_size=1, max_wait_ms=0) as off:
+    # Screening has its own benchmark (bench/safety.py); here it would hide the serving overhead.
+    with InProcessServer(engine, max_batch_size=args.batch_size, max_wait_ms=args.max_wait_ms, safety=False) as on, \
+            InProcessServer(engine, max_batch_size=1, max_wait_ms=0, safety=False) as off:
         servers = {"batching on": on, "batching off": off}
         for server in servers.values():
             asyncio.run(run_level(server.base_url, bodies[:8], "warm-up", 4))
