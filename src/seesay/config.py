@@ -58,6 +58,7 @@ class Settings(BaseSettings):
     max_pixels: int | None = Field(None, ge=1)
     max_model_len: int = 8192
     default_max_new_tokens: int = 512
+    cpu_threads: int | None = Field(None, ge=1, description="torch threads on CPU; unset: one per core.")
 
     # The HTTP server.
     host: str = "127.0.0.1"
@@ -176,6 +177,7 @@ class Settings(BaseSettings):
             max_pixels=self.max_pixels,
             max_model_len=self.max_model_len,
             default_max_new_tokens=self.default_max_new_tokens,
+            cpu_threads=self.cpu_threads,
         )
 
     def scheduler_limits(self) -> SchedulerLimits:

@@ -166,3 +166,11 @@ def test_redis_url_flag_of_serve_reaches_the_settings(monkeypatch: pytest.Monkey
 def test_invalid_cache_and_safety_values_are_refused_with_a_fix(overrides: dict[str, object], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         load_settings(**overrides)
+
+
+def test_cpu_threads_reach_the_engine_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SEESAY_CPU_THREADS", "1")
+    assert load_settings().engine_config().cpu_threads == 1
+    monkeypatch.setenv("SEESAY_CPU_THREADS", "0")
+    with pytest.raises(ConfigError, match="cpu_threads"):
+        load_settings()
