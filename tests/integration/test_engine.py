@@ -170,3 +170,14 @@ def test_unknown_image_size_is_refused(engine: TransformersEngine) -> None:
     unnormalised = NormalizedImage(raw, "x", "PNG", raw.size)
     with pytest.raises(InvalidRequestError, match="not normalised"):
         engine.prepare(ask(unnormalised, "What is this?"))
+
+
+def test_text_only_and_image_requests_share_a_batch(engine: TransformersEngine) -> None:
+    text_only = GenerationRequest((ChatMessage.user("What colour is this item?"),), GREEDY)
+    with_image = ask(picture(engine, "tshirt", "red"), "What colour is this item?")
+    for order in ([text_only, with_image], [with_image, text_only]):
+        prepared = [engine.prepare(r) for r in order]
+        batched = engine.generate(prepared)
+        alone = [engine.generate([p])[0] for p in prepared]
+        assert [r.text for r in batched] == [r.text for r in alone]
+    assert engine.answer(with_image).text == "red"

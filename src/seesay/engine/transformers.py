@@ -39,6 +39,7 @@ from seesay.types import ChatMessage, GenerationRequest, GenerationResult, Image
 log = logging.getLogger(__name__)
 
 _FLOAT_INPUTS = ("pixel_values",)
+_IMAGE_INPUTS = ("pixel_values", "image_grid_thw")  # one entry per image, concatenated in row order
 
 
 @dataclass(frozen=True)
@@ -211,12 +212,14 @@ class TransformersEngine(Engine):
         width = max(lengths)
         pads = {"input_ids": self.pad_token_id}
         collated: dict[str, torch.Tensor] = {}
-        for key in rows[0]:
+        for key in dict.fromkeys(k for r in rows for k in r):  # text-only rows have no image tensors
             parts = [r[key] for r in rows if key in r]
-            if key in ("pixel_values", "image_grid_thw"):
+            if key in _IMAGE_INPUTS:
                 collated[key] = torch.cat(parts, dim=0)
-            else:
+            elif len(parts) == len(rows):
                 collated[key] = torch.cat([_left_pad(t, width, pads.get(key, 0)) for t in parts], dim=0)
+            else:
+                raise ValueError(f"processor output '{key}' is missing for some rows; cannot batch them")
         return self._to_device(collated), lengths
 
     def _to_device(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
