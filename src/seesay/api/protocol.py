@@ -335,3 +335,8 @@ class ErrorDetail(BaseModel):
 
 class ErrorResponse(BaseModel):
     error: ErrorDetail
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for a route: each status answered with an :class:`ErrorResponse`."""
+    return {status: {"model": ErrorResponse} for status in statuses}

@@ -7,16 +7,14 @@ stats`` and ``seesay cache clear`` call them (see :mod:`seesay.cache.commands`).
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, Depends
 
 from seesay.api.dependencies import RuntimeDep, require_caller
-from seesay.api.protocol import CacheClearResponse, CacheStatsResponse, ErrorResponse
+from seesay.api.protocol import CacheClearResponse, CacheStatsResponse, error_responses
 
 router = APIRouter(prefix="/admin", dependencies=[Depends(require_caller)])
 
-_ERRORS: dict[int | str, dict[str, Any]] = {s: {"model": ErrorResponse} for s in (401, 429, 503)}
+_ERRORS = error_responses(401, 429, 503)
 
 
 @router.get("/cache", responses=_ERRORS)

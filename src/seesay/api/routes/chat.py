@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import StreamingResponse
 from starlette.background import BackgroundTask
@@ -17,12 +15,12 @@ from seesay.api.answers import (
     sse_stream,
 )
 from seesay.api.dependencies import RuntimeDep, require_caller
-from seesay.api.protocol import ChatCompletionRequest, ChatCompletionResponse, ErrorResponse
+from seesay.api.protocol import ChatCompletionRequest, ChatCompletionResponse, error_responses
 from seesay.api.record import record_of
 
 router = APIRouter(dependencies=[Depends(require_caller)])
 
-_ERRORS: dict[int | str, dict[str, Any]] = {s: {"model": ErrorResponse} for s in (400, 401, 404, 413, 429, 503)}
+_ERRORS = error_responses(400, 401, 404, 413, 429, 503)
 
 
 @router.post("/v1/chat/completions", response_model=None, responses=_ERRORS)

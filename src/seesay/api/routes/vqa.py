@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Form, Request, Response
 
@@ -16,12 +16,12 @@ from seesay.api.answers import (
     usage_out,
 )
 from seesay.api.dependencies import RuntimeDep, require_caller
-from seesay.api.protocol import ErrorResponse, VqaForm, VqaResponse
+from seesay.api.protocol import VqaForm, VqaResponse, error_responses
 from seesay.api.record import record_of
 
 router = APIRouter(dependencies=[Depends(require_caller)])
 
-_ERRORS: dict[int | str, dict[str, Any]] = {s: {"model": ErrorResponse} for s in (400, 401, 404, 413, 429, 503)}
+_ERRORS = error_responses(400, 401, 404, 413, 429, 503)
 
 
 @router.post("/v1/vqa", responses=_ERRORS)
