@@ -157,12 +157,7 @@ class ResponseCache:
         if result is not None:
             self._observer.on_hit(self.memory.name)
             return CacheLookup(result, "memory")
-        if self.shared is None or (result := await self.shared.get(key)) is None:
-            return None
-        self._observer.on_hit(self.shared.name)
-        if self.memory.put(key, result):
-            self._observer.on_store(self.memory.name)
-        return CacheLookup(result, "redis")
+        return await self._shared_lookup(key)
 
     async def put(self, key: CacheKey, result: GenerationResult) -> None:
         """Store ``result`` in L1 and L2 (unless :func:`should_store` says no)."""
@@ -274,6 +269,7 @@ class ResponseCache:
         return CacheLookup(answer, "computed")
 
     async def _shared_lookup(self, key: CacheKey) -> CacheLookup | None:
+        """L2, promoting a hit into L1; ``None`` without L2 or on an L2 miss."""
         if self.shared is None or (result := await self.shared.get(key)) is None:
             return None
         self._observer.on_hit(self.shared.name)
