@@ -91,3 +91,66 @@ def test_out_of_range_values_name_the_parameter(params: SamplingParams, name: st
     with pytest.raises(InvalidRequestError, match=name) as caught:
         resolve_sampling(params, MODEL_CARD_DEFAULTS)
     assert caught.value.param == name
+
+
+def test_a_seeded_row_draws_the_same_tokens_whatever_shares_its_batch() -> None:
+    seeded = ResolvedSampling(1.0, 0.9, 5, 0.0, 0.0, 1.0, seed=7)
+    neighbours = [GREEDY, ResolvedSampling(1.3, 1.0, 0, 0.5, 0.0, 1.0), ResolvedSampling(0.8, 0.5, 3, 0.0, 0.0, 1.0)]
+    logits = torch.linspace(-1.0, 1.0, 12)
+
+    def picks(settings: list[ResolvedSampling], row: int) -> list[int]:
+        sampler = RowSampler(settings, [2] * len(settings), 2, "cpu")
+        ids = torch.zeros(len(settings), 2, dtype=torch.long)
+        chosen = []
+        for _ in range(8):  # eight steps, each feeding the chosen tokens back
+            out = sampler(ids, logits.repeat(len(settings), 1)).argmax(dim=1)
+            ids = torch.cat([ids, out.unsqueeze(1)], dim=1)
+            chosen.append(int(out[row]))
+        return chosen
+
+    alone = picks([seeded], 0)
+    assert picks([*neighbours[:2], seeded, neighbours[2]], 2) == alone
+    assert picks([seeded, seeded], 1) == alone
+    assert len(set(alone)) > 1, "eight draws from a flat distribution over five tokens vary"
+
+
+def test_rows_in_one_batch_keep_their_own_top_k() -> None:
+    logits = torch.tensor([[4.0, 3.0, 2.0, 1.0, 0.0]] * 2)
+    narrow, wide = ResolvedSampling(5.0, 1.0, 1, 0.0, 0.0, 1.0), ResolvedSampling(5.0, 1.0, 3, 0.0, 0.0, 1.0)
+    sampler = RowSampler([narrow, wide], [1, 1], 1, "cpu")
+    draws = [sampler(torch.zeros(2, 1, dtype=torch.long), logits).argmax(dim=1).tolist() for _ in range(200)]
+    assert {row[0] for row in draws} == {0}
+    assert {row[1] for row in draws} == {0, 1, 2}
+
+
+def test_sampling_follows_the_softmax_distribution() -> None:
+    plain = ResolvedSampling(1.0, 1.0, 0, 0.0, 0.0, 1.0, seed=123)
+    sampler = RowSampler([plain], [1], 1, "cpu")
+    logits = torch.log(torch.tensor([[1.0, 2.0, 3.0, 4.0]]))  # probabilities 0.1, 0.2, 0.3, 0.4
+    counts = torch.zeros(4)
+    for _ in range(4000):
+        counts[sampler(torch.zeros(1, 1, dtype=torch.long), logits).argmax()] += 1
+    assert torch.allclose(counts / counts.sum(), torch.tensor([0.1, 0.2, 0.3, 0.4]), atol=0.025)
+
+
+def test_penalties_counted_step_by_step_equal_a_recount() -> None:
+    penalised = ResolvedSampling(0.0, 1.0, 0, 0.4, 0.3, 1.3)
+    prompt = [[0, 3, 1], [2, 2, 4]]  # row 0 is left-padded (prompt length 2), row 1 is not
+    generated = [[1, 1, 4, 0], [3, 4, 4, 4]]
+    logits = torch.tensor([[0.5, 1.0, -0.5, 2.0, 0.8]] * 2)
+    stepping = RowSampler([penalised] * 2, [2, 3], 3, "cpu")
+    for step in range(len(generated[0]) + 1):
+        ids = torch.tensor([p + g[:step] for p, g in zip(prompt, generated, strict=True)])
+        fresh = RowSampler([penalised] * 2, [2, 3], 3, "cpu")
+        assert torch.equal(stepping.penalties.apply(ids, logits), fresh.penalties.apply(ids, logits))
+    expected = []
+    for row, real_prompt in enumerate([prompt[0][1:], prompt[1]]):  # the reference, token by token
+        values = []
+        for token, value in enumerate(logits[row].tolist()):
+            if token in real_prompt or token in generated[row]:
+                value = value / 1.3 if value > 0 else value * 1.3
+            count = generated[row].count(token)
+            values.append(value - 0.3 * count - (0.4 if count else 0.0))
+        expected.append(values)
+    final = torch.tensor([p + g for p, g in zip(prompt, generated, strict=True)])
+    assert torch.allclose(stepping.penalties.apply(final, logits), torch.tensor(expected))
