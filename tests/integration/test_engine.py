@@ -7,9 +7,12 @@ import random
 import pytest
 import torch
 from PIL import Image
+from torch import nn
+from transformers import AutoModelForImageTextToText
 
 from seesay.demo.catalogue import COLOURS_BY_KEY, KINDS_BY_KEY, Item, draw_picture, png_bytes
 from seesay.engine.config import TransformersEngineConfig
+from seesay.engine.patch_embedding import PatchProjection
 from seesay.engine.transformers import TransformersEngine
 from seesay.errors import ContextLengthExceededError, InvalidRequestError
 from seesay.images import NormalizedImage, PixelBudget, load_image
@@ -181,3 +184,16 @@ def test_text_only_and_image_requests_share_a_batch(engine: TransformersEngine) 
         alone = [engine.generate([p])[0] for p in prepared]
         assert [r.text for r in batched] == [r.text for r in alone]
     assert engine.answer(with_image).text == "red"
+
+
+def test_patch_embedding_runs_as_a_matmul_and_agrees_with_the_stock_model(engine: TransformersEngine) -> None:
+    stock = AutoModelForImageTextToText.from_pretrained(engine.config.model_source).eval()
+    assert isinstance(stock.model.visual.patch_embed.proj, nn.Conv3d)
+    assert isinstance(engine.model.model.visual.patch_embed.proj, PatchProjection)
+    assert stock.state_dict().keys() == engine.model.state_dict().keys()
+    requests = [ask(picture(engine, kind, colour, seed), question) for seed, (kind, colour, question) in enumerate(
+        [("tshirt", "red", "What colour is this item?"), ("jacket", "blue", "这件外套适合什么场合穿？"),
+         ("bag", "green", "What is this item?")])]
+    inputs, _ = engine._collate([engine.prepare(r) for r in requests])
+    with torch.inference_mode():
+        assert torch.allclose(engine.model(**inputs).logits, stock(**inputs).logits, atol=1e-4)

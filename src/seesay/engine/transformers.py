@@ -29,6 +29,7 @@ from seesay.engine.config import TransformersEngineConfig
 from seesay.engine.decoding import AnswerText, BatchStopper, RowState
 from seesay.engine.device import DevicePlan, plan_device
 from seesay.engine.fingerprint import engine_fingerprint, folder_identities
+from seesay.engine.patch_embedding import linearise_patch_embeddings
 from seesay.engine.processor import load_processor
 from seesay.engine.registry import register_engine
 from seesay.engine.sampling import ResolvedSampling, RowSampler, model_defaults, resolve_sampling
@@ -318,6 +319,7 @@ def _load_model(source: str, plan: DevicePlan, trust_remote_code: bool, hub: dic
     model = AutoModelForImageTextToText.from_pretrained(source, **kwargs)
     if plan.device_map is None:
         model.to(plan.device)  # type: ignore[arg-type]
+    linearise_patch_embeddings(model)
     return model.eval()
 
 
