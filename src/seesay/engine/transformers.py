@@ -7,7 +7,8 @@ images, then refuses a request whose prompt plus output would not fit in
 every row with its own settings (:mod:`seesay.engine.sampling`) and stops, streams and
 cancels every row on its own (:mod:`seesay.engine.decoding`). Only new tokens are decoded,
 without special tokens. Token ids stay integer tensors; only pixel values take the model's
-dtype.
+dtype. The vision tower's patch embedding runs as a matrix multiply
+(:mod:`seesay.engine.patch_embedding`), with the checkpoint's own weights.
 """
 
 from __future__ import annotations
