@@ -14,9 +14,10 @@ budget) goes in; an :class:`AnswerStream` comes out: the answer's text deltas, t
   await between the lookup and the registration), so identical requests that arrive meanwhile,
   streamed or not, wait for it instead of running the engine again. A waiting request gives
   its queue place back, and takes a new one if that answer fails.
-* **Safety in.** :meth:`SafetyGate.screen_request` screens the pictures and the prompt in a
-  worker thread. A block raises :class:`~seesay.safety.ContentPolicyViolation` (HTTP 400) or,
-  with ``safety_on_block = "refuse"``, is answered with the refusal and
+* **Safety in.** :meth:`SafetyGate.screen_request` screens the pictures and the prompt, then
+  the engine prepares the request (``Engine.prepare``), in one worker-thread trip. A block
+  raises :class:`~seesay.safety.ContentPolicyViolation` (HTTP 400) or, with
+  ``safety_on_block = "refuse"``, is answered with the refusal and
   ``finish_reason="content_filter"``. Such a refusal is never stored, so every blocked request
   is screened, audited and counted.
 * **Scheduler and engine**, in the queue place the caller reserved with :meth:`admission`.
@@ -57,10 +58,10 @@ from seesay.cache import (
 )
 from seesay.cache.policy import NO_OPT_OUT
 from seesay.config import Settings
-from seesay.engine.base import Engine, EngineInfo
+from seesay.engine.base import Engine, EngineInfo, PreparedRequest
 from seesay.errors import SeesayError
 from seesay.pipeline import MISS, ReplayStream, ScreenedStream, Settle, abandon, new_settle, refusal_result
-from seesay.safety import SafetyGate
+from seesay.safety import Refusal, SafetyGate
 from seesay.scheduler import Reservation, Scheduler, SchedulerObserver
 from seesay.types import GenerationRequest, GenerationResult
 
@@ -180,15 +181,20 @@ class AnswerService:
                        settle: Settle | None) -> AnswerStream:
         """Safety in, then the scheduler; the answer is screened on its way out."""
         try:
-            refusal = await asyncio.to_thread(self.gate.screen_request, request)
-            if refusal is not None:
+            screened = await asyncio.to_thread(self._screen_and_prepare, request)
+            if isinstance(screened, Refusal):
                 abandon(settle, "the request was refused by the content policy")
-                return ReplayStream(refusal_result(request, refusal.text), MISS, stream=stream)
-            submission = await admission.submit(request, stream=stream)
+                return ReplayStream(refusal_result(request, screened.text), MISS, stream=stream)
+            submission = admission.enqueue(screened, stream=stream)
         except BaseException:
             abandon(settle, "the request failed before it reached the engine")
             raise
         return ScreenedStream(submission, self.gate, settle)
+
+    def _screen_and_prepare(self, request: GenerationRequest) -> Refusal | PreparedRequest:
+        """Input screening, then the engine's preprocessing: CPU work done in one worker-thread trip."""
+        refusal = self.gate.screen_request(request)
+        return refusal if refusal is not None else self._scheduler.engine.prepare(request)
 
     async def _key(self, request: GenerationRequest) -> CacheKey:
         model, policy = self._info.fingerprint, self.gate.version

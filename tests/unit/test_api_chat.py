@@ -305,3 +305,12 @@ async def test_bad_vqa_uploads_get_a_400_naming_the_field(
     response = await client.post("/v1/vqa", files=files or None, data=data)
     assert response.status_code == 400
     assert error_of(response)["param"] == param and message in error_of(response)["message"]
+
+
+def test_the_openapi_schema_documents_each_answer_and_its_errors() -> None:
+    responses = {path: build_app(fake_settings(), FakeEngine()).openapi()["paths"][path]["post"]["responses"]
+                 for path in ("/v1/chat/completions", "/v1/vqa")}
+    for path, schema in (("/v1/chat/completions", "ChatCompletionResponse"), ("/v1/vqa", "VqaResponse")):
+        ok = responses[path]["200"]["content"]["application/json"]["schema"]
+        assert ok == {"$ref": f"#/components/schemas/{schema}"}
+        assert responses[path]["429"]["content"]["application/json"]["schema"]["$ref"].endswith("ErrorResponse")

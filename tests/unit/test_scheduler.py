@@ -339,6 +339,21 @@ async def test_a_reservation_holds_a_place_until_used_or_released() -> None:
     assert sched.queue_depth == 0 and len(engine.requests) == 1
 
 
+async def test_a_request_prepared_by_the_caller_is_enqueued_in_its_place() -> None:
+    engine = FakeEngine()
+    sched = scheduler(engine)
+    await sched.start()
+    async with sched.reserve() as place:
+        prepared = await asyncio.to_thread(engine.prepare, make_request("prepared elsewhere"))
+        submission = place.enqueue(prepared, stream=False)
+        with pytest.raises(RuntimeError, match="already used"):
+            place.enqueue(prepared)
+    assert sched.queue_depth in (0, 1)  # queued or running: the place was not given back twice
+    assert (await submission.result()).text == "0 image(s): prepared elsewhere"
+    await sched.stop()
+    assert sched.queue_depth == 0 and len(engine.requests) == 1
+
+
 async def test_stop_drains_admitted_requests_then_refuses_new_ones() -> None:
     engine = FakeEngine(token_delay_s=0.005)
     sched = scheduler(engine, max_batch_size=2)

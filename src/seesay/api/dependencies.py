@@ -42,7 +42,11 @@ class Runtime:
     created: int
 
 
-def get_runtime(request: Request) -> Runtime:
+# Both dependencies are ``async`` although they never await: FastAPI runs a plain ``def``
+# dependency in a worker thread, a thread hop per request for a dictionary lookup.
+
+
+async def get_runtime(request: Request) -> Runtime:
     runtime: Runtime = request.app.state.runtime
     return runtime
 
@@ -50,7 +54,7 @@ def get_runtime(request: Request) -> Runtime:
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 
-def require_caller(request: Request, runtime: RuntimeDep) -> str:
+async def require_caller(request: Request, runtime: RuntimeDep) -> str:
     """The caller's key id, after its API key and rate limit were checked.
 
     Raises:

@@ -129,7 +129,8 @@ class RequestTelemetry:
         self.metrics.observe_request(route, status, seconds)
         if record.usage is not None:
             self.metrics.observe_answer(record.usage, record.first_token_s, cached=record.replayed)
-        access_log.info(json.dumps(self._fields(scope, record, status, seconds), ensure_ascii=False))
+        if access_log.isEnabledFor(logging.INFO):
+            access_log.info(json.dumps(self._fields(scope, record, status, seconds), ensure_ascii=False))
 
     def _fields(self, scope: Scope, record: RequestRecord, status: int, seconds: float) -> dict[str, Any]:
         fields: dict[str, Any] = {

@@ -340,3 +340,12 @@ class ErrorResponse(BaseModel):
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses`` for a route: each status answered with an :class:`ErrorResponse`."""
     return {status: {"model": ErrorResponse} for status in statuses}
+
+
+def answer_responses(answer: type[BaseModel]) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` of a route that answers questions: ``answer`` on 200, errors otherwise.
+
+    Such routes return ready-made responses (see :func:`seesay.api.answers.json_response`), so
+    the 200 schema is documented here rather than taken from a ``response_model``.
+    """
+    return {200: {"model": answer}, **error_responses(400, 401, 404, 413, 429, 503)}

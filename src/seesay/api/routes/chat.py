@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Request, Response
-from fastapi.responses import StreamingResponse
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import Response, StreamingResponse
 from starlette.background import BackgroundTask
 
 from seesay.api.answers import (
@@ -11,22 +11,18 @@ from seesay.api.answers import (
     cache_header,
     cache_opt_out,
     completion_response,
+    json_response,
     note_result,
     sse_stream,
 )
 from seesay.api.dependencies import RuntimeDep, require_caller
-from seesay.api.protocol import ChatCompletionRequest, ChatCompletionResponse, error_responses
+from seesay.api.protocol import ChatCompletionRequest, ChatCompletionResponse, answer_responses
 from seesay.api.record import record_of
 
 router = APIRouter(dependencies=[Depends(require_caller)])
 
-_ERRORS = error_responses(400, 401, 404, 413, 429, 503)
-
-
-@router.post("/v1/chat/completions", response_model=None, responses=_ERRORS)
-async def create_chat_completion(
-    body: ChatCompletionRequest, request: Request, response: Response, runtime: RuntimeDep
-) -> ChatCompletionResponse | StreamingResponse:
+@router.post("/v1/chat/completions", response_model=None, responses=answer_responses(ChatCompletionResponse))
+async def create_chat_completion(body: ChatCompletionRequest, request: Request, runtime: RuntimeDep) -> Response:
     """Answer a conversation with images; ``stream: true`` for server-sent events."""
     record = record_of(request)
     record.model = runtime.model_name
@@ -45,5 +41,4 @@ async def create_chat_completion(
                                  background=BackgroundTask(stream.cancel))
     result = await answer_or_cancel(request, stream)
     note_result(record, result, stream.first_text_at)
-    response.headers.update(headers)
-    return completion_response(result, runtime.model_name)
+    return json_response(completion_response(result, runtime.model_name), headers)

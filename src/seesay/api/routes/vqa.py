@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Form, Request, Response
+from fastapi import APIRouter, Depends, Form, Request
+from fastapi.responses import Response
 
 from seesay.api.answers import (
     answer_or_cancel,
@@ -12,22 +13,18 @@ from seesay.api.answers import (
     cache_opt_out,
     completion_id,
     finish_reason,
+    json_response,
     note_result,
     usage_out,
 )
 from seesay.api.dependencies import RuntimeDep, require_caller
-from seesay.api.protocol import VqaForm, VqaResponse, error_responses
+from seesay.api.protocol import VqaForm, VqaResponse, answer_responses
 from seesay.api.record import record_of
 
 router = APIRouter(dependencies=[Depends(require_caller)])
 
-_ERRORS = error_responses(400, 401, 404, 413, 429, 503)
-
-
-@router.post("/v1/vqa", responses=_ERRORS)
-async def answer_question(
-    form: Annotated[VqaForm, Form()], request: Request, response: Response, runtime: RuntimeDep
-) -> VqaResponse:
+@router.post("/v1/vqa", response_model=None, responses=answer_responses(VqaResponse))
+async def answer_question(form: Annotated[VqaForm, Form()], request: Request, runtime: RuntimeDep) -> Response:
     """Answer ``question`` about the uploaded ``image``."""
     record = record_of(request)
     record.model = runtime.model_name
@@ -36,8 +33,9 @@ async def answer_question(
         if runtime.settings.debug:
             record.prompt = form.question
         stream = await runtime.service.submit(generation, admission, opt_out=cache_opt_out(request, form.cache))
-    response.headers.update(cache_header(stream, record))
+    headers = cache_header(stream, record)
     result = await answer_or_cancel(request, stream)
     note_result(record, result, stream.first_text_at)
-    return VqaResponse(id=completion_id(result.request_id), model=runtime.model_name, answer=result.text,
-                       finish_reason=finish_reason(result), usage=usage_out(result.usage))
+    answer = VqaResponse(id=completion_id(result.request_id), model=runtime.model_name, answer=result.text,
+                         finish_reason=finish_reason(result), usage=usage_out(result.usage))
+    return json_response(answer, headers)
