@@ -2,9 +2,12 @@
 
 One engine is loaded once and served by two in-process apps (uvicorn on a free local port):
 batching on (``max_batch_size`` 16) and off (``max_batch_size`` 1), measured in the same run
-with the same greedy requests (a demo catalogue picture as a base64 data URL plus a question).
+with the same greedy requests (a demo catalogue picture as a base64 data URL plus a question),
+sent by clients in a process of their own (:class:`LoadGenerator`).
 The HTTP-plus-scheduler overhead compares concurrency-1 latency through the server with the
 same requests answered by the engine directly (image decoding included on both sides).
+The engine's own gain from batching (``--batch-size`` requests as one batch against one by one,
+no server) is measured in the same run too: it bounds what batching can gain over HTTP.
 Prints the figures, saves a chart (bench/results/serve.png) and rewrites the "HTTP service"
 section of BENCHMARKS.md.
 
@@ -21,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import multiprocessing
 import os
 import re
 import socket
@@ -32,6 +36,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +51,7 @@ from seesay.engine.config import TransformersEngineConfig
 from seesay.engine.registry import create_engine
 from seesay.images import load_image
 from seesay.types import ChatMessage, GenerationRequest, SamplingParams
+from timing import median_seconds
 
 ROOT = Path(__file__).resolve().parent.parent
 REPORT = ROOT / "BENCHMARKS.md"
@@ -99,6 +105,24 @@ def direct_latencies(engine: Engine, work: list[tuple[bytes, str]], max_tokens: 
         return worker.submit(_answer_each, engine, work, max_tokens).result()
 
 
+def engine_batch_gain(engine: Engine, work: list[tuple[bytes, str]], max_tokens: int, repeats: int) -> float:
+    """How many times faster the engine alone answers ``work`` as one batch than one request at a time.
+
+    The same prepared requests both ways (medians of ``repeats``, in a worker thread as in the
+    server): the most that batching can gain for this many clients before any serving cost.
+    """
+    def ratio() -> float:
+        budget = engine.info().pixel_budget
+        sampling = SamplingParams(max_new_tokens=max_tokens, temperature=0.0)
+        batch = [engine.prepare(GenerationRequest((ChatMessage.user(load_image(png, budget), question),), sampling))
+                 for png, question in work]
+        one_by_one = median_seconds(lambda: [engine.generate([prepared]) for prepared in batch], repeats)
+        return one_by_one / median_seconds(lambda: engine.generate(batch), repeats)
+
+    with ThreadPoolExecutor(1) as worker:
+        return worker.submit(ratio).result()
+
+
 def _answer_each(engine: Engine, work: list[tuple[bytes, str]], max_tokens: int) -> list[float]:
     budget = engine.info().pixel_budget
     sampling = SamplingParams(max_new_tokens=max_tokens, temperature=0.0)
@@ -150,9 +174,51 @@ def batch_totals(base_url: str) -> tuple[float, float]:
     return float(found.get("sum", 0)), float(found.get("count", 0))
 
 
-async def run_level(base_url: str, bodies: list[dict[str, Any]], mode: str, concurrency: int) -> Level:
-    """Send ``bodies`` with ``concurrency`` clients, each sending its next request when answered."""
-    before = batch_totals(base_url)
+class LoadGenerator:
+    """The benchmark's clients, in a process of their own, as real clients would be.
+
+    In the server's process, the clients' JSON encoding and HTTP parsing would compete with
+    the server for its interpreter lock and be counted as serving overhead. Every client
+    sends its next request when its previous one is answered, over its own keep-alive
+    connection.
+
+    Args:
+        bodies: The chat-completion bodies that :meth:`run` sends (a prefix of them).
+    """
+
+    def __init__(self, bodies: list[dict[str, Any]]) -> None:
+        context = multiprocessing.get_context("spawn")
+        self._connection, child = context.Pipe()
+        self._process = context.Process(target=_serve_load, args=(child, bodies), name="bench-clients", daemon=True)
+
+    def __enter__(self) -> LoadGenerator:
+        self._process.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._connection.send(None)
+        self._process.join(60)
+
+    def run(self, base_url: str, count: int, concurrency: int) -> tuple[float, list[float]]:
+        """Send the first ``count`` bodies with ``concurrency`` clients: (seconds in all, latencies)."""
+        self._connection.send((base_url, count, concurrency))
+        outcome = self._connection.recv()
+        if isinstance(outcome, str):
+            raise RuntimeError(f"the benchmark clients failed: {outcome}")
+        return outcome
+
+
+def _serve_load(connection: Connection, bodies: list[dict[str, Any]]) -> None:
+    """The load generator's process: run each job it is sent, until it is sent ``None``."""
+    while (job := connection.recv()) is not None:
+        base_url, count, concurrency = job
+        try:
+            connection.send(asyncio.run(_send_all(base_url, bodies[:count], concurrency)))
+        except Exception as exc:  # reported to the parent, which raises it
+            connection.send(f"{type(exc).__name__}: {exc}")
+
+
+async def _send_all(base_url: str, bodies: list[dict[str, Any]], concurrency: int) -> tuple[float, list[float]]:
     pending = list(reversed(bodies))
     latencies: list[float] = []
 
@@ -168,7 +234,13 @@ async def run_level(base_url: str, bodies: list[dict[str, Any]], mode: str, conc
     async with httpx.AsyncClient(base_url=base_url, timeout=600, limits=limits) as client:
         started = time.perf_counter()
         await asyncio.gather(*(client_loop(client) for _ in range(concurrency)))
-        seconds = time.perf_counter() - started
+        return time.perf_counter() - started, latencies
+
+
+def run_level(load: LoadGenerator, base_url: str, count: int, mode: str, concurrency: int) -> Level:
+    """One load level: ``count`` requests from ``concurrency`` clients, and the server's mean batch size."""
+    before = batch_totals(base_url)
+    seconds, latencies = load.run(base_url, count, concurrency)
     after = batch_totals(base_url)
     mean_batch = (after[0] - before[0]) / max(after[1] - before[1], 1)
     return Level(mode, concurrency, seconds, tuple(latencies), mean_batch)
@@ -182,7 +254,7 @@ def merge(runs: list[Level]) -> Level:
     return Level(runs[0].mode, runs[0].concurrency, len(latencies) / rps, latencies, mean_batch)
 
 
-def measure(servers: dict[str, InProcessServer], bodies: list[dict[str, Any]], repeats: int,
+def measure(servers: dict[str, InProcessServer], load: LoadGenerator, requests: int, repeats: int,
             direct: Callable[[], list[float]]) -> tuple[list[Level], list[float]]:
     """Every mode at every level, ``repeats`` times, interleaved so machine noise hits all alike.
 
@@ -193,13 +265,13 @@ def measure(servers: dict[str, InProcessServer], bodies: list[dict[str, Any]], r
     direct_all: list[float] = []
     for repeat in range(repeats):
         for concurrency in CONCURRENCY:
-            count = max(len(bodies) // 2, 4) if concurrency == 1 else len(bodies)
+            count = max(requests // 2, 4) if concurrency == 1 else requests
             turns: list[str | None] = [*servers, None] if concurrency == 1 else list(servers)
             for mode in turns[repeat % len(turns):] + turns[: repeat % len(turns)]:
                 if mode is None:
                     direct_all += direct()
                     continue
-                level = asyncio.run(run_level(servers[mode].base_url, bodies[:count], mode, concurrency))
+                level = run_level(load, servers[mode].base_url, count, mode, concurrency)
                 runs.setdefault((mode, concurrency), []).append(level)
                 print(f"[{repeat + 1}/{repeats}] {mode:13} c={concurrency:<3} {level.rps:7.2f} req/s  "
                       f"p50 {level.p50 * 1000:7.1f} ms  p95 {level.p95 * 1000:7.1f} ms  "
@@ -252,7 +324,8 @@ def draw_chart(levels: list[Level], path: Path, title: str) -> None:
     figure.savefig(path, dpi=110)
 
 
-def report(levels: list[Level], direct: list[float], command: str, model: str, heading: str, chart: str) -> str:
+def report(levels: list[Level], direct: list[float], engine_gain: float, command: str, model: str, heading: str,
+           chart: str) -> str:
     """The BENCHMARKS.md section (figures from this run)."""
     by = {(level.mode, level.concurrency): level for level in levels}
     on16, off16, on1 = by[("batching on", 16)], by[("batching off", 16)], by[("batching on", 1)]
@@ -265,7 +338,8 @@ def report(levels: list[Level], direct: list[float], command: str, model: str, h
     return f"""{heading}
 
 Command: `{command}` (model: {model}; greedy; each request a demo catalogue picture as a base64
-data URL plus a question; uvicorn in-process on 127.0.0.1; one engine shared by both modes;
+data URL plus a question; uvicorn on 127.0.0.1 in the benchmark's process, the clients in another
+process; one engine shared by both modes;
 throughput is the median of the repeats, latency percentiles pool all requests; {os.cpu_count()} CPUs,
 1-minute load average {load:.1f} at the end of the run, other jobs included).
 
@@ -274,7 +348,8 @@ throughput is the median of the repeats, latency percentiles pool all requests; 
 {rows}
 
 - Batching at 16 clients: {on16.rps / off16.rps:.1f}x the throughput of batching off (goal: >= 4x);
-  {on16.rps / on1.rps:.1f}x its own 1-client throughput.
+  {on16.rps / on1.rps:.1f}x its own 1-client throughput. The engine alone, on 16 of these requests:
+  one batch is {engine_gain:.1f}x as fast as one by one (the most batching can give here).
 - HTTP + scheduler overhead at 1 client: {(on1.p50 - direct_p50) * 1000:+.1f} ms,
   {(on1.p50 / direct_p50 - 1) * 100:+.1f} % median latency against the engine called directly
   ({direct_p50 * 1000:.1f} ms median, image decoding included; goal: <= 10 %).
@@ -308,6 +383,7 @@ def main() -> None:
         model = random_weights_model(Path(scratch)) if args.random_weights else args.model
         engine = create_engine("transformers", TransformersEngineConfig(model=model))
         levels, direct = run(engine, args)
+        engine_gain = engine_batch_gain(engine, workload(args.batch_size), args.max_tokens, args.repeats * 2)
         name = "demo architecture, random weights" if args.random_weights else engine.info().model
         engine.close()
     heading = SECTION if args.name == "serve" else f"{SECTION[:-1]}, {args.name})"
@@ -315,7 +391,7 @@ def main() -> None:
     command = " ".join(["python bench/serve.py", *sys.argv[1:]])
     if os.environ.get("OMP_NUM_THREADS"):
         command = f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']} {command}"
-    text = report(levels, direct, command, name, heading, chart)
+    text = report(levels, direct, engine_gain, command, name, heading, chart)
     print("\n" + text)
     if not args.no_write:
         draw_chart(levels, ROOT / chart, f"seesay serve ({name}): dynamic batching on vs off")
@@ -330,12 +406,14 @@ def run(engine: Engine, args: argparse.Namespace) -> tuple[list[Level], list[flo
     direct_latencies(engine, work[:4], args.max_tokens)  # warm-up
     # Screening has its own benchmark (bench/safety.py); here it would hide the serving overhead.
     with InProcessServer(engine, max_batch_size=args.batch_size, max_wait_ms=args.max_wait_ms, safety=False) as on, \
-            InProcessServer(engine, max_batch_size=1, max_wait_ms=0, safety=False) as off:
+            InProcessServer(engine, max_batch_size=1, max_wait_ms=0, safety=False) as off, \
+            LoadGenerator(bodies) as load:
         servers = {"batching on": on, "batching off": off}
         for server in servers.values():
-            asyncio.run(run_level(server.base_url, bodies[:8], "warm-up", 4))
+            run_level(load, server.base_url, 8, "warm-up", 4)
         baseline = work[: max(args.requests // 2, 4)]
-        return measure(servers, bodies, args.repeats, lambda: direct_latencies(engine, baseline, args.max_tokens))
+        return measure(servers, load, args.requests, args.repeats,
+                       lambda: direct_latencies(engine, baseline, args.max_tokens))
 
 
 if __name__ == "__main__":
