@@ -112,7 +112,11 @@ class RowSampler(LogitsProcessor):
         self.device = torch.device(device)
         self.sampled_rows = [row for row, s in enumerate(self.settings) if not s.greedy]
         self.generators = [self._generator(self.settings[row].seed, self.device) for row in self.sampled_rows]
+        sampled = [self.settings[row] for row in self.sampled_rows]
         self._sampled_index = torch.tensor(self.sampled_rows, dtype=torch.long, device=self.device)
+        self._temperature = torch.tensor([s.temperature for s in sampled], device=self.device).unsqueeze(1)
+        self._top_k = [s.top_k for s in sampled]
+        self._top_p = [s.top_p for s in sampled]
         self.penalties = TokenPenalties(self.settings, prompt_lengths, padded_length, self.device)
 
     @staticmethod
@@ -135,9 +139,7 @@ class RowSampler(LogitsProcessor):
 
     def _sample(self, logits: torch.Tensor) -> torch.Tensor:
         """One token for each row of ``logits``: the sampled rows, in ``sampled_rows`` order."""
-        settings = [self.settings[row] for row in self.sampled_rows]
-        temperature = torch.tensor([s.temperature for s in settings], device=logits.device).unsqueeze(1)
-        logits = top_k_top_p(logits / temperature, [s.top_k for s in settings], [s.top_p for s in settings])
+        logits = top_k_top_p(logits / self._temperature, self._top_k, self._top_p)
         probs = torch.softmax(logits, dim=-1)
         noise = torch.empty_like(probs)
         for index, generator in enumerate(self.generators):
