@@ -51,8 +51,8 @@ def cache_header(stream: AnswerStream, record: RequestRecord) -> dict[str, str]:
 
 
 def json_response(body: BaseModel, headers: dict[str, str]) -> Response:
-    """``body`` as a JSON response, serialised by pydantic directly (FastAPI's generic encoder
-    walks the model in Python first, which costs more than the rest of the response)."""
+    """``body`` as a JSON response, serialised by pydantic in one call (FastAPI's generic encoder
+    would first walk the model in Python, field by field)."""
     return Response(body.model_dump_json(), media_type="application/json", headers=headers)
 
 
