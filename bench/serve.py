@@ -38,7 +38,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import uvicorn
@@ -49,7 +49,7 @@ from seesay.demo.catalogue import draw_samples, png_bytes
 from seesay.engine.base import Engine
 from seesay.engine.config import TransformersEngineConfig
 from seesay.engine.registry import create_engine
-from seesay.images import load_image
+from seesay.images import PixelBudget, load_image
 from seesay.types import ChatMessage, GenerationRequest, SamplingParams
 from timing import median_seconds
 
@@ -57,6 +57,7 @@ ROOT = Path(__file__).resolve().parent.parent
 REPORT = ROOT / "BENCHMARKS.md"
 SECTION = "## HTTP service and dynamic batching (bench/serve.py)"
 CONCURRENCY = (1, 4, 16)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -95,44 +96,51 @@ def chat_body(model: str, png: bytes, question: str, max_tokens: int) -> dict[st
             "max_tokens": max_tokens}
 
 
-def direct_latencies(engine: Engine, work: list[tuple[bytes, str]], max_tokens: int) -> list[float]:
-    """Each request answered by the engine itself, one at a time (decode + prepare + generate).
+def in_worker(run: Callable[[], T]) -> T:
+    """``run()`` in a worker thread, as the server's generation runs.
 
-    Runs in a worker thread, as the server's generation does: torch's intra-op threading
-    behaves differently on the main thread (on a busy 2-core machine, 20x slower there).
+    torch's intra-op threading behaves differently on the main thread (on a busy 2-core
+    machine, 20x slower there), so every engine-only measurement goes through this.
     """
     with ThreadPoolExecutor(1) as worker:
-        return worker.submit(_answer_each, engine, work, max_tokens).result()
+        return worker.submit(run).result()
+
+
+def greedy_request(budget: PixelBudget, png: bytes, question: str, max_tokens: int) -> GenerationRequest:
+    """One benchmark request: the picture decoded to ``budget``, the question, greedy decoding."""
+    sampling = SamplingParams(max_new_tokens=max_tokens, temperature=0.0)
+    return GenerationRequest((ChatMessage.user(load_image(png, budget), question),), sampling)
+
+
+def direct_latencies(engine: Engine, work: list[tuple[bytes, str]], max_tokens: int) -> list[float]:
+    """Each request answered by the engine itself, one at a time (decode + prepare + generate)."""
+
+    def answer_each() -> list[float]:
+        budget = engine.info().pixel_budget
+        latencies = []
+        for png, question in work:
+            started = time.perf_counter()
+            engine.answer(greedy_request(budget, png, question, max_tokens))
+            latencies.append(time.perf_counter() - started)
+        return latencies
+
+    return in_worker(answer_each)
 
 
 def engine_batch_gain(engine: Engine, work: list[tuple[bytes, str]], max_tokens: int, repeats: int) -> float:
     """How many times faster the engine alone answers ``work`` as one batch than one request at a time.
 
-    The same prepared requests both ways (medians of ``repeats``, in a worker thread as in the
-    server): the most that batching can gain for this many clients before any serving cost.
+    The same prepared requests both ways (medians of ``repeats``): the most that batching can
+    gain for this many clients before any serving cost.
     """
+
     def ratio() -> float:
         budget = engine.info().pixel_budget
-        sampling = SamplingParams(max_new_tokens=max_tokens, temperature=0.0)
-        batch = [engine.prepare(GenerationRequest((ChatMessage.user(load_image(png, budget), question),), sampling))
-                 for png, question in work]
+        batch = [engine.prepare(greedy_request(budget, png, question, max_tokens)) for png, question in work]
         one_by_one = median_seconds(lambda: [engine.generate([prepared]) for prepared in batch], repeats)
         return one_by_one / median_seconds(lambda: engine.generate(batch), repeats)
 
-    with ThreadPoolExecutor(1) as worker:
-        return worker.submit(ratio).result()
-
-
-def _answer_each(engine: Engine, work: list[tuple[bytes, str]], max_tokens: int) -> list[float]:
-    budget = engine.info().pixel_budget
-    sampling = SamplingParams(max_new_tokens=max_tokens, temperature=0.0)
-    latencies = []
-    for png, question in work:
-        started = time.perf_counter()
-        request = GenerationRequest((ChatMessage.user(load_image(png, budget), question),), sampling)
-        engine.answer(request)
-        latencies.append(time.perf_counter() - started)
-    return latencies
+    return in_worker(ratio)
 
 
 class InProcessServer:
