@@ -8,11 +8,13 @@ demo pictures with torch 2.13 on this project's CPU, and orders of magnitude on 
 cuDNN versions (transformers issue #45750, vLLM PR #27418).
 
 :func:`linearise_patch_embeddings` swaps each such convolution for a :class:`PatchProjection`
-that holds the *same* weight and bias parameters, so the state dict, saved checkpoints,
-weight fingerprints and adapter targeting are unchanged; only the arithmetic order differs
-(outputs agree to float rounding). transformers' own opt-in ``fusion_config={"patch_embeddings":
-True}`` does the same by patching the module classes process-wide, which would also change
-every other model loaded in the process; this replacement is per model instance.
+that holds the *same* weight and bias parameters, so the state dict, saved checkpoints and
+weight fingerprints are unchanged; only the arithmetic order differs (outputs agree to float
+rounding). A LoRA adapter that targets the patch convolution itself (none of the usual
+``q_proj``/``v_proj`` targets do) would need it applied before this replacement.
+transformers' own opt-in ``fusion_config={"patch_embeddings": True}`` does the same by
+patching the module classes process-wide, which would also change every other model loaded
+in the process; this replacement is per model instance.
 """
 
 from __future__ import annotations
