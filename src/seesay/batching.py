@@ -2,11 +2,13 @@
 
 Contract: :func:`collect_batch` takes up to ``max_batch_size`` live items that share a batch
 key, waiting at most ``max_wait_s`` after the first one joined, or up to ``hold_s`` longer
-while the caller says more items are on their way. Cancelled or expired items
-come back as ``dropped`` for the caller to answer; items with another key (or for which
-there is no room) come back as ``deferred`` and are offered first next time, so nothing is
-lost and order is kept. It knows nothing about engines, threads or asyncio, and is tested
-with a plain queue; :class:`seesay.scheduler.Scheduler` runs it in its generation thread.
+while the caller says more items are on their way; when the caller says, as the first item
+joins, that waiting is not worth it (a lone request on an idle server), it takes only what
+is already queued. Cancelled or expired items come back as ``dropped`` for the caller to
+answer; items with another key (or for which there is no room) come back as ``deferred``
+and are offered first next time, so nothing is lost and order is kept. It knows nothing
+about engines, threads or asyncio, and is tested with a plain queue;
+:class:`seesay.scheduler.Scheduler` runs it in its generation thread.
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ def collect_batch(
     poll_s: float = 0.1,
     hold_s: float = 0.0,
     more_coming: Callable[[], bool] = lambda: False,
+    worth_waiting: Callable[[], bool] = lambda: True,
     clock: Callable[[], float] = time.monotonic,
 ) -> BatchDraw[Q]:
     """Gather the next batch from ``deferred`` (first) and ``source``.
@@ -66,12 +69,15 @@ def collect_batch(
     more until the batch has ``max_batch_size`` items or ``max_wait_s`` has passed since the
     first one joined. Past ``max_wait_s`` it keeps waiting, for at most ``hold_s`` more,
     while ``more_coming()`` says items are on their way (admitted, still being prepared).
-    ``None`` in the queue ends the call early (used on shutdown).
+    ``worth_waiting()`` is asked once, when the first item joins: ``False`` sets both waits
+    to zero for this draw. ``None`` in the queue ends the call early (used on shutdown).
     """
     draw: BatchDraw[Q] = BatchDraw()
     for item in deferred:
         _place(item, draw, max_batch_size, clock())
-    first_at = clock() if draw.batch else None
+    first_at: float | None = None
+    if draw.batch:
+        first_at, (max_wait_s, hold_s) = clock(), _window(worth_waiting, max_wait_s, hold_s)
     while len(draw.batch) < max_batch_size:
         now = clock()
         timeout = poll_s if first_at is None else _wait_for_more(first_at, now, max_wait_s, hold_s, more_coming)
@@ -85,8 +91,13 @@ def collect_batch(
             break
         _place(received, draw, max_batch_size, clock())
         if first_at is None and draw.batch:
-            first_at = clock()
+            first_at, (max_wait_s, hold_s) = clock(), _window(worth_waiting, max_wait_s, hold_s)
     return draw
+
+
+def _window(worth_waiting: Callable[[], bool], max_wait_s: float, hold_s: float) -> tuple[float, float]:
+    """This draw's (wait, hold) once its first item has joined."""
+    return (max_wait_s, hold_s) if worth_waiting() else (0.0, 0.0)
 
 
 def _wait_for_more(

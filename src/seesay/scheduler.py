@@ -387,15 +387,14 @@ class Scheduler:
     def _work(self) -> None:
         deferred: list[Submission] = []
         while not self._stop.is_set():
-            expect_more = self._reserved > 0 or self._last_batch_size > 1
-            max_wait_s = self.limits.max_wait_s if expect_more else 0.0
             draw = collect_batch(
                 self._queue,
                 deferred,
                 max_batch_size=self.limits.max_batch_size,
-                max_wait_s=max_wait_s,
-                hold_s=max_wait_s * HOLD_FACTOR,
+                max_wait_s=self.limits.max_wait_s,
+                hold_s=self.limits.max_wait_s * HOLD_FACTOR,
                 more_coming=lambda: self._reserved > 0,
+                worth_waiting=self._expect_company,
             )
             deferred = draw.deferred
             for submission in draw.dropped:
@@ -408,6 +407,12 @@ class Scheduler:
             if batch:
                 self._run_batch(batch)
         self._fail_leftovers(deferred)
+
+    def _expect_company(self) -> bool:
+        """Whether a request that just joined an empty batch may soon have company: others are
+        admitted (being decoded or prepared), or the last batch was not alone. Asked when it
+        joins, not when the draw began, which may have been long before it arrived."""
+        return self._reserved > 0 or self._last_batch_size > 1
 
     def _run_batch(self, batch: Sequence[Submission]) -> None:
         started = time.monotonic()

@@ -115,6 +115,35 @@ def test_holding_stops_when_nothing_more_is_coming_or_the_hold_is_over() -> None
     assert names(draw.batch) == ["a"] and 0.05 <= time.monotonic() - started < 1.0
 
 
+def test_whether_to_wait_is_decided_when_the_first_item_joins() -> None:
+    """A draw that began while company was expected does not make a later lone item wait."""
+    q: queue.Queue[Item | None] = queue.Queue()
+    company = threading.Event()
+    company.set()  # what the batcher would have seen, had it decided when the draw began
+    asked: list[bool] = []
+
+    def worth_waiting() -> bool:
+        asked.append(company.is_set())
+        return asked[-1]
+
+    def arrive_alone() -> None:
+        company.clear()
+        q.put(Item("a"))
+        threading.Timer(0.3, q.put, (Item("late"),)).start()
+
+    threading.Timer(0.05, arrive_alone).start()
+    draw = collect_batch(q, max_batch_size=4, max_wait_s=5.0, poll_s=2.0, worth_waiting=worth_waiting)
+    assert names(draw.batch) == ["a"] and asked == [False]
+    assert names([q.get(timeout=5)]) == ["late"]  # left for the next draw
+
+
+def test_an_item_expecting_company_waits_for_it() -> None:
+    q = filled(Item("a"))
+    threading.Timer(0.05, q.put, (Item("b"),)).start()
+    draw = collect_batch(q, max_batch_size=2, max_wait_s=5.0, worth_waiting=lambda: True)
+    assert names(draw.batch) == ["a", "b"]
+
+
 def test_none_wakes_the_batcher_up_at_once() -> None:
     started = time.monotonic()
     draw = collect_batch(filled(Item("a"), None), max_batch_size=4, max_wait_s=5.0)
