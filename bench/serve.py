@@ -5,7 +5,9 @@ batching on (``max_batch_size`` 16) and off (``max_batch_size`` 1), measured in 
 with the same greedy requests (a demo catalogue picture as a base64 data URL plus a question),
 sent by clients in a process of their own (:class:`LoadGenerator`).
 The HTTP-plus-scheduler overhead compares concurrency-1 latency through the server with the
-same requests answered by the engine directly (image decoding included on both sides).
+same requests answered by the engine directly (image decoding included on both sides): by
+mean latency, the goal's figure, and also by median and by the median per-request difference
+(short and long answers make two clusters of latencies, between which a median can land).
 The engine's own gain from batching (``--batch-size`` requests as one batch against one by one,
 no server) is measured in the same run too: it bounds what batching can gain over HTTP.
 Prints the figures, saves a chart (bench/results/serve.png) and rewrites the "HTTP service"

@@ -223,6 +223,19 @@ async def test_requests_arriving_while_the_engine_is_busy_share_the_next_batch()
     assert sched.queue_depth == 0
 
 
+async def test_a_request_that_joins_alone_starts_at_once_though_company_was_expected_before() -> None:
+    engine = FakeEngine()
+    sched = scheduler(engine, max_wait_s=30.0)
+    await sched.start()
+    place = sched.reserve()  # an admitted request, still being decoded...
+    await asyncio.sleep(0.25)  # ...while the batcher begins new draws (it polls every 0.1 s)...
+    place.release()  # ...then given up: its client left
+    submission = await sched.submit(make_request("alone"))
+    result = await asyncio.wait_for(submission.result(), 5.0)  # not after max_wait_s
+    await sched.stop()
+    assert result.text == "0 image(s): alone"
+
+
 async def test_requests_with_different_adapters_are_never_batched_together() -> None:
     engine = FakeEngine()
     engine.gate.clear()
