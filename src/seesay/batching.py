@@ -76,9 +76,9 @@ def collect_batch(
     for item in deferred:
         _place(item, draw, max_batch_size, clock())
     first_at: float | None = None
-    if draw.batch:
-        first_at, (max_wait_s, hold_s) = clock(), _window(worth_waiting, max_wait_s, hold_s)
     while len(draw.batch) < max_batch_size:
+        if first_at is None and draw.batch:  # the first item has just joined
+            first_at, (max_wait_s, hold_s) = clock(), _window(worth_waiting, max_wait_s, hold_s)
         now = clock()
         timeout = poll_s if first_at is None else _wait_for_more(first_at, now, max_wait_s, hold_s, more_coming)
         try:
@@ -90,8 +90,6 @@ def collect_batch(
         if received is None:
             break
         _place(received, draw, max_batch_size, clock())
-        if first_at is None and draw.batch:
-            first_at, (max_wait_s, hold_s) = clock(), _window(worth_waiting, max_wait_s, hold_s)
     return draw
 
 
