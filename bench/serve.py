@@ -126,7 +126,7 @@ def direct_latencies(engine: Engine, work: list[tuple[bytes, str]], max_tokens: 
         latencies = []
         for png, question in work:
             started = time.perf_counter()
-            engine.answer(greedy_request(budget, png, question, max_tokens))
+            engine.generate([engine.prepare(greedy_request(budget, png, question, max_tokens))])
             latencies.append(time.perf_counter() - started)
         return latencies
 

@@ -84,6 +84,8 @@ class FakeEngine(Engine):
         batches: Request ids of every ``generate`` call, in order.
         results: Every result ``generate`` returned, in order.
         gate: Cleared, it holds ``generate`` at its start until set again (at most 10 s).
+        pace: When set, every generation step first takes one permit of this semaphore, so a
+            test decides exactly how many steps run (``pace.release(n)``).
         closed: Whether :meth:`close` was called.
     """
 
@@ -108,6 +110,7 @@ class FakeEngine(Engine):
         self.results: list[GenerationResult] = []
         self.gate = threading.Event()
         self.gate.set()
+        self.pace: threading.Semaphore | None = None
         self.closed = False
 
     def prepare(self, request: GenerationRequest) -> PreparedRequest:
@@ -129,6 +132,12 @@ class FakeEngine(Engine):
             payload=self._deltas(request),
         )
 
+    def unpace(self) -> None:
+        """Let generation run freely again, also a step already waiting for a permit."""
+        pace, self.pace = self.pace, None
+        if pace is not None:
+            pace.release(10_000)
+
     def _deltas(self, request: GenerationRequest) -> list[str]:
         user_turns = [m for m in request.messages if m.role == "user"]
         scripted = self.scripted.get(user_turns[-1].text if user_turns else "")
@@ -147,6 +156,8 @@ class FakeEngine(Engine):
         started = time.monotonic()
         rows = [_Row(p) for p in batch]
         while any(row.finish is None for row in rows):
+            if self.pace is not None:
+                self.pace.acquire(timeout=10)
             if self.token_delay_s:
                 time.sleep(self.token_delay_s)
             for index, row in enumerate(rows):
@@ -202,6 +213,19 @@ class _Row:
         )
 
 
+class FakeClock:
+    """Monotonic seconds that move only when a test moves them, for every ``clock`` seesay accepts."""
+
+    def __init__(self, now: float = 0.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
 def fake_settings(**overrides: object) -> Settings:
     """Settings for an app served by a :class:`FakeEngine`: no environment or config file is read.
 
@@ -222,6 +246,12 @@ async def app_client(app: FastAPI, **client_options: Any) -> AsyncIterator[httpx
 
 def data_url(data: bytes, mime: str = "image/png") -> str:
     return f"data:{mime};base64,{base64.b64encode(data).decode()}"
+
+
+async def let_ready_tasks_run() -> None:
+    """Let every task already scheduled run up to its next wait: the event loop runs ready tasks in
+    the order they were scheduled, before it comes back to the caller. Orders events, waits for no time."""
+    await asyncio.sleep(0)
 
 
 async def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> None:

@@ -31,6 +31,17 @@ class Queued(Protocol):
 
 
 Q = TypeVar("Q", bound=Queued)
+Q_co = TypeVar("Q_co", covariant=True)
+
+
+class ItemSource(Protocol[Q_co]):
+    """Where :func:`collect_batch` takes items from: a ``queue.Queue`` in the scheduler."""
+
+    def get(self, block: bool = True, timeout: float | None = None) -> Q_co:
+        """The next item, waiting up to ``timeout`` seconds; ``queue.Empty`` if none came."""
+
+    def get_nowait(self) -> Q_co:
+        """The next item if one is there; ``queue.Empty`` otherwise."""
 
 _HOLD_STEP_S = 0.002  # how often more_coming() is asked again while holding
 
@@ -52,7 +63,7 @@ class BatchDraw(Generic[Q]):
 
 
 def collect_batch(
-    source: queue.Queue[Q | None],
+    source: ItemSource[Q | None],
     deferred: Iterable[Q] = (),
     *,
     max_batch_size: int,
@@ -82,7 +93,7 @@ def collect_batch(
         now = clock()
         timeout = poll_s if first_at is None else _wait_for_more(first_at, now, max_wait_s, hold_s, more_coming)
         try:
-            received = source.get(timeout=timeout) if timeout > 0 else source.get_nowait()
+            received = source.get(True, timeout) if timeout > 0 else source.get_nowait()
         except queue.Empty:
             if timeout > 0 and first_at is not None:
                 continue  # the window or a hold step is over: decide again

@@ -19,10 +19,13 @@ import os
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from seesay import __version__
 from seesay.errors import SeesayError
+
+if TYPE_CHECKING:
+    from seesay.types import ImageInput
 
 log = logging.getLogger("seesay")
 
@@ -139,35 +142,32 @@ def engine_from_args(args: argparse.Namespace, settings: Any = None) -> Any:
 def run_ask(args: argparse.Namespace) -> int:
     from contextlib import closing
 
-    from seesay.images import load_image
     from seesay.safety import SafetyGate
-    from seesay.types import ChatMessage, GenerationRequest, SamplingParams
+    from seesay.types import Question, SamplingParams, Turn
 
     settings = settings_from_args(args)
     with closing(SafetyGate.from_config(settings.safety_config())) as gate:  # before the model: fails closed
         engine = engine_from_args(args, settings)
-        image = load_image(_read_image_arg(args.image), engine.info().pixel_budget)
         sampling = SamplingParams(
             max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
             presence_penalty=args.presence_penalty, seed=args.seed, stop=tuple(args.stop),
         )
-        request = GenerationRequest((ChatMessage.user(image, args.question),), sampling)
+        question = Question((Turn("user", (_image_input(args.image), args.question)),), sampling)
         printing = args.stream and not args.json
-        result = asyncio.run(answer(engine, settings, gate, request, print_deltas=printing))
+        result = asyncio.run(answer(engine, settings, gate, question, print_deltas=printing))
     if not printing:
         print(json.dumps(_result_json(result, engine), ensure_ascii=False) if args.json else result.text)
     log.info("usage %s", result.usage)
     return 0
 
 
-async def answer(engine: Any, settings: Any, gate: Any, request: Any, *, print_deltas: bool = False) -> Any:
-    """Answer one request through the service, printing its text deltas as they arrive if asked."""
-    from seesay.pipeline import final_result
+async def answer(engine: Any, settings: Any, gate: Any, question: Any, *, print_deltas: bool = False) -> Any:
+    """Answer one question through the service, printing its text deltas as they arrive if asked."""
+    from seesay.answer_streams import final_result
     from seesay.service import running_service
 
     async with running_service(engine, settings, gate) as service:
-        async with service.admission() as admission:
-            stream = await service.submit(request, admission, stream=print_deltas)
+        stream = await service.answer(question, stream=print_deltas)
         if not print_deltas:
             return await stream.result()
         return await final_result(_print_deltas(stream.events()))
@@ -197,17 +197,19 @@ def run_info(args: argparse.Namespace) -> int:
     return 0
 
 
-def _read_image_arg(value: str) -> bytes:
+def _image_input(value: str) -> ImageInput:
+    """The picture ``seesay ask`` was given: a file, ``-`` for standard input, or ``example:NAME``."""
+    from pathlib import Path
+
+    from seesay.types import ImageInput
+
     if value == "-":
-        return sys.stdin.buffer.read()
+        return ImageInput(sys.stdin.buffer.read())
     if value.startswith("example:"):
         from seesay.demo.examples import example_path
 
-        value = str(example_path(value.removeprefix("example:")))
-    if not os.path.isfile(value):
-        raise FileNotFoundError(f"image file not found: {value}")
-    with open(value, "rb") as handle:
-        return handle.read()
+        return ImageInput(example_path(value.removeprefix("example:")))
+    return ImageInput(Path(value))
 
 
 def _result_json(result: Any, engine: Any) -> dict[str, Any]:

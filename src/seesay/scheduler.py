@@ -4,18 +4,20 @@ Contract:
 
 * :meth:`Scheduler.reserve` takes a place in a bounded queue as soon as a request arrives,
   before its images are decoded: when ``max_queue`` requests already hold places it raises
-  :class:`QueueFullError` (HTTP 429 with Retry-After), so overload is refused before any work.
-  :meth:`Reservation.submit` then preprocesses the request with ``engine.prepare`` in a worker
-  thread (a bad request fails alone, to its own caller) and queues it.
+  :class:`~seesay.errors.QueueFullError` (HTTP 429 with Retry-After), so overload is refused
+  before any work. :meth:`Reservation.enqueue` then queues the request, prepared by the
+  caller with this scheduler's engine (a bad request fails alone, to its own caller, before
+  it is queued).
 * One dedicated thread draws batches with the batcher (:func:`seesay.batching.collect_batch`,
   a plain function over a ``queue.Queue``) and runs ``engine.generate`` on them, one batch at
   a time, off the event loop; text deltas and results reach each caller's
   :class:`Submission` through ``loop.call_soon_threadsafe``.
-* A request still waiting after ``queue_timeout_s`` fails with :class:`QueueTimeoutError`
-  (503). :meth:`Submission.cancel` (the client went away) takes a waiting request out of the
-  queue at once, or makes ``observer.is_cancelled`` true so the engine stops generating it.
-* :meth:`Scheduler.stop` drains: it stops admitting (:class:`ShuttingDownError`, 503), lets
-  waiting and running requests finish within a time limit, then cancels what is left.
+* A request still waiting after ``queue_timeout_s`` fails with
+  :class:`~seesay.errors.QueueTimeoutError` (503). :meth:`Submission.cancel` (the client went
+  away) takes a waiting request out of the queue at once, or makes ``observer.is_cancelled``
+  true so the engine stops generating it.
+* :meth:`Scheduler.stop` drains: it stops admitting (:class:`~seesay.errors.ShuttingDownError`,
+  503), lets waiting and running requests finish within a time limit, then cancels what is left.
 
 Requests batch together when their :attr:`Submission.batch_key` is equal: the LoRA adapter,
 since the engine samples per row and so mixes every other parameter in one batch.
@@ -36,48 +38,21 @@ from typing import Protocol
 
 from seesay.batching import collect_batch
 from seesay.engine.base import Engine, PreparedRequest
-from seesay.errors import SeesayError, ServerBusyError
-from seesay.types import GenerationRequest, GenerationResult
+from seesay.errors import (
+    EngineFailedError,
+    QueueFullError,
+    QueueTimeoutError,
+    RequestCancelledError,
+    SeesayError,
+    ShuttingDownError,
+)
+from seesay.types import GenerationResult
 
 log = logging.getLogger(__name__)
 
 # While admitted requests are still being decoded and prepared, the batcher waits for them up
 # to this many times max_wait_s longer: they are certain to arrive, and a fuller batch pays.
 HOLD_FACTOR = 4
-
-
-class QueueFullError(ServerBusyError):
-    """Every queue place is taken."""
-
-    status = 429
-    code = "queue_full"
-    type = "rate_limit_error"
-
-
-class QueueTimeoutError(ServerBusyError):
-    """The request waited in the queue longer than ``queue_timeout_s``."""
-
-    code = "queue_timeout"
-
-
-class ShuttingDownError(ServerBusyError):
-    """The server is draining before it exits."""
-
-    code = "shutting_down"
-
-
-class RequestCancelledError(SeesayError):
-    """The caller cancelled the request (the client disconnected) before it ran."""
-
-    status = 499
-    code = "client_closed_request"
-    type = "invalid_request_error"
-
-
-class EngineFailedError(SeesayError):
-    """The engine failed on a batch for a reason that is not the request's fault."""
-
-    code = "engine_error"
 
 
 @dataclass(frozen=True)
@@ -194,45 +169,27 @@ class Submission:
 class Reservation:
     """A queue place taken before a request is decoded (see :meth:`Scheduler.reserve`).
 
-    Use it as an async context manager: a place not used by :meth:`submit` or :meth:`enqueue` is given
-    back on exit.
+    Use it as an async context manager: a place not used by :meth:`enqueue` is given back on exit.
     """
 
     def __init__(self, scheduler: Scheduler) -> None:
         self._scheduler = scheduler
         self._open = True
 
-    async def submit(self, request: GenerationRequest, *, stream: bool = True) -> Submission:
-        """Prepare ``request`` in a worker thread and queue it in this place.
+    def enqueue(self, prepared: PreparedRequest, *, stream: bool = True) -> Submission:
+        """Queue a request prepared by this scheduler's engine (``engine.prepare``), in this place.
 
         Args:
-            request: The request.
+            prepared: The request, prepared off the event loop by the caller.
             stream: Deliver text deltas; ``False`` when only the result is wanted.
 
         Raises:
-            SeesayError: ``engine.prepare`` refused the request (the place is given back).
+            RuntimeError: The place was already used or released.
         """
-        self._take()
-        try:
-            prepared = await asyncio.to_thread(self._scheduler.engine.prepare, request)
-        except BaseException:
-            self._scheduler._release_reservation(admitted=False)
-            raise
-        return self._scheduler._enqueue(prepared, stream)
-
-    def enqueue(self, prepared: PreparedRequest, *, stream: bool = True) -> Submission:
-        """Queue a request already prepared by this scheduler's engine, in this place.
-
-        For callers that prepare in a worker thread of their own, together with other work
-        (the service screens and prepares in one trip): :meth:`submit` without its thread hop.
-        """
-        self._take()
-        return self._scheduler._enqueue(prepared, stream)
-
-    def _take(self) -> None:
         if not self._open:
             raise RuntimeError("this reservation was already used or released")
         self._open = False
+        return self._scheduler._enqueue(prepared, stream)
 
     def release(self) -> None:
         """Give the place back unless it was used."""
@@ -261,7 +218,7 @@ class Scheduler:
     """Admission control and dynamic batching in front of one engine; see the module docstring.
 
     Args:
-        engine: The engine; ``prepare`` runs in worker threads, ``generate`` in one thread.
+        engine: The engine; its ``generate`` runs in the scheduler's thread (callers ``prepare``).
         limits: Batch size, batching wait, queue size and queue timeout.
         observer: Told about batches and cancellations (for metrics).
     """
@@ -312,11 +269,6 @@ class Scheduler:
         """
         self._reserve()
         return Reservation(self)
-
-    async def submit(self, request: GenerationRequest, *, stream: bool = True) -> Submission:
-        """Reserve, prepare and queue ``request`` in one step (see :meth:`reserve`)."""
-        async with self.reserve() as place:
-            return await place.submit(request, stream=stream)
 
     async def stop(self, drain_timeout_s: float = 30.0) -> None:
         """Stop admitting, let admitted requests finish for up to ``drain_timeout_s``, then stop."""

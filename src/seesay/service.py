@@ -1,52 +1,58 @@
-"""The answering pipeline, with no HTTP in it.
+"""The answering service: one call from a caller's question to its answer, with no HTTP in it.
 
-A :class:`~seesay.types.GenerationRequest` (images already decoded and fitted to their pixel
-budget) goes in; an :class:`AnswerStream` comes out: the answer's text deltas, then its
-:class:`~seesay.types.GenerationResult`. The stages, in order::
+:meth:`AnswerService.answer` is the only way to the model for the HTTP routes, ``seesay ask``
+and in-process jobs. A :class:`~seesay.types.Question` goes in; an
+:class:`~seesay.answer_streams.AnswerStream` comes out. The stages, in order:
 
-    response cache → safety in → scheduler → engine → safety out → response cache
+1. **Admission.** The question's model and picture count are checked, then a queue place is
+   taken before any picture is decoded, so overload is refused (429) before any work.
+2. **Intake.** Every picture is decoded once and fitted to the request's pixel budget
+   (:mod:`seesay.intake`).
+3. **Cache lookup.** The :class:`~seesay.cache.CachePolicy` decides from the server's
+   ``cache_policy`` and the caller's opt-outs whether the request reads and writes the cache.
+   A hit (L1, then L2) or the answer of an identical request already in flight is replayed; it
+   never takes the scheduler's time. Otherwise the request registers the answer it is about to
+   compute (:meth:`~seesay.cache.ResponseCache.share`, with no await between the lookup and the
+   registration), so identical requests that arrive meanwhile wait for it instead of running
+   the engine again. A waiting request gives its queue place back, and takes a new one if that
+   answer fails.
+4. **Safety in, then the engine's preparation**, in one worker-thread trip. A blocked picture
+   or prompt raises :class:`~seesay.errors.ContentPolicyViolation` (400) or, with
+   ``safety_on_block = "refuse"``, is answered with the refusal and
+   ``finish_reason="content_filter"``; such a refusal is never stored, so every blocked request
+   is screened, audited and counted.
+5. **Scheduler and engine**, in the queue place taken at admission.
+6. **Safety out.** The answer is screened as it streams or as a whole; a blocked answer becomes
+   the refusal (:class:`~seesay.answer_streams.ScreenedStream`).
+7. **Cache store.** The final, screened result is stored under a key that holds the safety
+   gate's version, so a policy change never replays an answer screened under another policy.
 
-* **Cache lookup.** The :class:`~seesay.cache.CachePolicy` decides from the server's
-  ``cache_policy`` and the caller's opt-outs whether the request reads and writes the cache.
-  A hit (L1, then L2) or the answer of an identical request already in flight is replayed
-  (:class:`~seesay.pipeline.ReplayStream`); it never takes the scheduler's time. Otherwise the
-  request registers the answer it is about to compute (:meth:`ResponseCache.share`, with no
-  await between the lookup and the registration), so identical requests that arrive meanwhile,
-  streamed or not, wait for it instead of running the engine again. A waiting request gives
-  its queue place back, and takes a new one if that answer fails.
-* **Safety in.** :meth:`SafetyGate.screen_request` screens the pictures and the prompt, then
-  the engine prepares the request (``Engine.prepare``), in one worker-thread trip. A block
-  raises :class:`~seesay.safety.ContentPolicyViolation` (HTTP 400) or, with
-  ``safety_on_block = "refuse"``, is answered with the refusal and
-  ``finish_reason="content_filter"``. Such a refusal is never stored, so every blocked request
-  is screened, audited and counted.
-* **Scheduler and engine**, in the queue place the caller reserved with :meth:`admission`.
-* **Safety out.** :class:`~seesay.pipeline.ScreenedStream` screens the answer as it streams
-  or as a whole; a blocked answer becomes the refusal with ``finish_reason="content_filter"``.
-* **Cache store.** The final, screened result (a refused answer included) is stored; the key
-  holds the safety gate's version, so a policy change never replays an answer screened under
-  another policy.
-
-A cache hit skips input screening: its key holds the normalised pixels, the text and the
-policy version, so it answers a request that passed the same screens. With
-``cache_near_duplicates`` a hit may answer a near-identical picture that was not screened
-itself; the model does not see that picture either, and the answer is the one for the
-screened picture. ``GenerationRequest.adapter`` travels through to the scheduler, where it is
-part of the batch-compatibility key.
+A cache hit skips input screening: its key holds the normalised pixels, the text and the policy
+version, so it answers a request that passed the same screens. With ``cache_near_duplicates`` a
+hit may answer a near-identical picture that was not screened itself; the model does not see
+that picture either, and the answer is the one for the screened picture.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from typing import Any, Protocol
+from collections.abc import AsyncIterator, Mapping
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
 
+from seesay.answer_streams import (
+    MISS,
+    AnswerStream,
+    ReplayStream,
+    ScreenedStream,
+    SharedAnswer,
+    new_shared_answer,
+    refusal_result,
+    withdraw,
+)
 from seesay.cache import (
     CacheKey,
     CacheMode,
-    CacheObserver,
-    CacheOptOut,
     CachePolicy,
     ClearReport,
     NearDuplicateIndex,
@@ -56,145 +62,139 @@ from seesay.cache import (
     build_response_cache,
     key_for,
 )
-from seesay.cache.policy import NO_OPT_OUT
+from seesay.cache.policy import NO_OPT_OUT, CacheOptOut
 from seesay.config import Settings
 from seesay.engine.base import Engine, EngineInfo, PreparedRequest
-from seesay.errors import SeesayError
-from seesay.pipeline import MISS, ReplayStream, ScreenedStream, Settle, abandon, new_settle, refusal_result
+from seesay.errors import CacheUnavailableError, ModelNotFoundError
+from seesay.images import ImageLimits
+from seesay.intake import RequestIntake
 from seesay.safety import Refusal, SafetyGate
 from seesay.scheduler import Reservation, Scheduler, SchedulerObserver
-from seesay.types import GenerationRequest, GenerationResult
-
-
-class AnswerStream(Protocol):
-    """One answer on its way (see :mod:`seesay.pipeline`)."""
-
-    @property
-    def request_id(self) -> str: ...
-
-    @property
-    def first_text_at(self) -> float | None:
-        """``time.monotonic()`` when the first answer text was ready for the client."""
-
-    @property
-    def cache_status(self) -> str:
-        """``hit-memory``, ``hit-redis`` or ``miss`` (the ``X-Seesay-Cache`` header)."""
-
-    @property
-    def replayed(self) -> bool:
-        """The engine did not generate this answer for this request (cache, identical request, refusal)."""
-
-    def events(self) -> AsyncIterator[str | GenerationResult]:
-        """Text deltas, then the final result; errors are raised as ``SeesayError``."""
-
-    async def result(self) -> GenerationResult:
-        """The final result."""
-
-    def cancel(self) -> None:
-        """The caller went away: stop working on the answer."""
-
-
-class CacheUnavailableError(SeesayError):
-    """An operator's cache command could not reach the shared cache."""
-
-    status = 503
-    code = "cache_unavailable"
+from seesay.types import GenerationRequest, Question
 
 
 class AnswerService:
-    """Answers questions about pictures; the HTTP routes' and ``seesay ask``'s only way to the model.
+    """Answers questions about pictures; see the module docstring for the stages.
 
     Args:
-        scheduler: The running scheduler in front of the engine.
+        engine: The engine; its ``prepare`` runs here, its ``generate`` in the scheduler.
+        scheduler: The running scheduler in front of ``engine``.
+        intake: Decodes the pictures of a question.
         gate: The safety gate (its screens may be off, the gate is always there).
         cache: The response cache, or ``None`` when caching is off.
+        models: The model names callers may send, each with the LoRA adapter it answers with
+            (``None``: the base model). The first is the served model's own name.
         cache_mode: Which requests are cacheable (see :class:`~seesay.cache.CacheMode`).
         near_duplicates: When near-identical pictures share keys; ``None``: never.
     """
 
-    def __init__(self, scheduler: Scheduler, gate: SafetyGate, cache: ResponseCache | None = None, *,
+    def __init__(self, engine: Engine, scheduler: Scheduler, intake: RequestIntake, gate: SafetyGate,
+                 cache: ResponseCache | None = None, *, models: Mapping[str, str | None],
                  cache_mode: CacheMode = CacheMode.DETERMINISTIC,
                  near_duplicates: NearDuplicateRule | None = None) -> None:
+        if not models:
+            raise ValueError("the service needs at least one model name")
+        self._engine = engine
         self._scheduler = scheduler
-        self._info = scheduler.engine.info()
+        self._intake = intake
+        self._models = dict(models)
+        self._info = engine.info()
         self.gate = gate
         self.cache = cache
-        mode = cache_mode if cache is not None else CacheMode.OFF
-        self.cache_policy = CachePolicy(mode, self._info.default_temperature)
+        self.cache_policy = CachePolicy(cache_mode if cache is not None else CacheMode.OFF,
+                                        self._info.default_temperature)
         self._index = NearDuplicateIndex(near_duplicates) if near_duplicates is not None else None
 
     @property
     def info(self) -> EngineInfo:
         return self._info
 
-    def admission(self) -> Reservation:
-        """Take a queue place as soon as a request arrives, before its images are decoded.
+    @property
+    def model_names(self) -> tuple[str, ...]:
+        """The names callers may send as ``model``, the served model's own first."""
+        return tuple(self._models)
 
-        Use it as ``async with service.admission() as admission:``; an unused place (a cache
-        hit, a refusal) is given back on exit.
+    def adapter_for(self, model: str | None) -> str | None:
+        """The LoRA adapter that answers for ``model`` (``None``: the base model, also for no name).
 
         Raises:
-            SeesayError: The server is full (429) or shutting down (503).
+            ModelNotFoundError: This server does not serve ``model``.
         """
-        return self._scheduler.reserve()
+        if model is None:
+            return None
+        if model not in self._models:
+            raise ModelNotFoundError(
+                f"the model '{model}' does not exist here; this server serves: {', '.join(self._models)}",
+                param="model",
+            )
+        return self._models[model]
 
-    async def submit(self, request: GenerationRequest, admission: Reservation, *, stream: bool = False,
+    async def answer(self, question: Question, *, stream: bool = False,
                      opt_out: CacheOptOut = NO_OPT_OUT) -> AnswerStream:
-        """Run ``request`` through the pipeline (see the module docstring).
+        """Answer ``question`` (see the module docstring for the stages).
 
         Args:
-            request: The question, images decoded.
-            admission: The place taken by :meth:`admission`, used if the engine must answer.
-            stream: Deliver text deltas as they are generated; without it the stream yields
-                the final result only.
+            question: The question, pictures still encoded.
+            stream: Deliver text deltas as they are generated; without it the stream yields the
+                final result only.
             opt_out: The caller's cache opt-outs (``Cache-Control``, the ``cache`` field).
 
         Raises:
-            SeesayError: The request was refused (blocked by the content policy, invalid, too
-                long for the context).
+            SeesayError: The request was refused: the server is full or shutting down, the
+                model is unknown, a picture cannot be read, the content policy blocked it, or
+                it does not fit the context.
         """
+        adapter = self.adapter_for(question.model)
+        budget = self._intake.check(question)
+        async with self._scheduler.reserve() as place:
+            request = await self._intake.decode(question, budget, adapter)
+            return await self._answer(request, place, stream, opt_out)
+
+    async def _answer(self, request: GenerationRequest, place: Reservation, stream: bool,
+                      opt_out: CacheOptOut) -> AnswerStream:
+        """Stages 3 to 7 for a decoded request, in the queue place ``place``."""
         decision = self.cache_policy.decide(request, opt_out)
         if self.cache is None or not decision.uses_cache:
-            return await self._compute(request, admission, stream, None)
+            return await self._compute(request, place, stream, None)
         key = await self._key(request)
         if decision.read:
             lookup = await self.cache.get(key)
             if lookup is None and self.cache.in_flight(key):
-                admission.release()  # waiting for an identical request's answer takes no queue place
+                place.release()  # waiting for an identical request's answer takes no queue place
                 lookup = await self.cache.join(key)
                 if lookup is None:  # that answer failed: compute this one in a new place
-                    async with self.admission() as place:
-                        return await self._share_and_compute(key, request, place, stream, decision.write)
+                    async with self._scheduler.reserve() as new_place:
+                        return await self._share_and_compute(key, request, new_place, stream, decision.write)
             if lookup is not None:
                 return ReplayStream(lookup.result_for(request.request_id), lookup.header, stream=stream)
-        return await self._share_and_compute(key, request, admission, stream, decision.write)
+        return await self._share_and_compute(key, request, place, stream, decision.write)
 
-    async def _share_and_compute(self, key: CacheKey, request: GenerationRequest, admission: Reservation,
+    async def _share_and_compute(self, key: CacheKey, request: GenerationRequest, place: Reservation,
                                  stream: bool, write: bool) -> AnswerStream:
         """Register the answer about to be computed, so identical requests wait for it, then compute it."""
         assert self.cache is not None
-        settle = new_settle()
-        self.cache.share(key, settle, write=write)  # no await since the lookup: nobody can slip in between
-        return await self._compute(request, admission, stream, settle)
+        shared = new_shared_answer()
+        self.cache.share(key, shared, write=write)  # no await since the lookup: nobody can slip in between
+        return await self._compute(request, place, stream, shared)
 
-    async def _compute(self, request: GenerationRequest, admission: Reservation, stream: bool,
-                       settle: Settle | None) -> AnswerStream:
-        """Safety in, then the scheduler; the answer is screened on its way out."""
+    async def _compute(self, request: GenerationRequest, place: Reservation, stream: bool,
+                       shared: SharedAnswer | None) -> AnswerStream:
+        """Safety in and the engine's preparation, then the scheduler; the answer is screened on its way out."""
         try:
             screened = await asyncio.to_thread(self._screen_and_prepare, request)
             if isinstance(screened, Refusal):
-                abandon(settle, "the request was refused by the content policy")
+                withdraw(shared, "the request was refused by the content policy")
                 return ReplayStream(refusal_result(request, screened.text), MISS, stream=stream)
-            submission = admission.enqueue(screened, stream=stream)
+            submission = place.enqueue(screened, stream=stream)
         except BaseException:
-            abandon(settle, "the request failed before it reached the engine")
+            withdraw(shared, "the request failed before it reached the engine")
             raise
-        return ScreenedStream(submission, self.gate, settle)
+        return ScreenedStream(submission, self.gate, shared)
 
     def _screen_and_prepare(self, request: GenerationRequest) -> Refusal | PreparedRequest:
         """Input screening, then the engine's preprocessing: CPU work done in one worker-thread trip."""
         refusal = self.gate.screen_request(request)
-        return refusal if refusal is not None else self._scheduler.engine.prepare(request)
+        return refusal if refusal is not None else self._engine.prepare(request)
 
     async def _key(self, request: GenerationRequest) -> CacheKey:
         model, policy = self._info.fingerprint, self.gate.version
@@ -231,6 +231,7 @@ class AnswerService:
 
     @property
     def queue_depth(self) -> int:
+        """Requests admitted and not yet generating."""
         return self._scheduler.queue_depth
 
     @property
@@ -242,30 +243,40 @@ class AnswerService:
         """Whether requests can be served now, and why not."""
         if not self._scheduler.is_running:
             return False, "the scheduler is not running (starting up or shutting down)"
-        health = self._scheduler.engine.health()
+        health = self._engine.health()
         return health.ok, health.detail or "ready"
 
 
-@asynccontextmanager
-async def running_service(
-    engine: Engine, settings: Settings, gate: SafetyGate, *, scheduler_observer: SchedulerObserver | None = None,
-    cache_observer: CacheObserver | None = None,
-) -> AsyncIterator[AnswerService]:
-    """An :class:`AnswerService` with its scheduler started and its response cache open.
+def request_intake(settings: Settings, engine: Engine, stack: AsyncExitStack) -> RequestIntake:
+    """The picture intake these settings ask for; a URL fetcher, when enabled, is closed with ``stack``."""
+    fetcher = None
+    if settings.allow_url_images:
+        from seesay.image_urls import UrlImageFetcher  # httpx, only when URL images are on
 
-    On exit the scheduler drains (up to ``drain_timeout_s``) and the cache closes, in
-    ``finally``. The engine and the gate belong to the caller.
+        fetcher = UrlImageFetcher(settings.url_allowlist, max_bytes=settings.max_image_bytes,
+                                  timeout_s=settings.url_timeout_s, max_redirects=settings.url_max_redirects)
+        stack.push_async_callback(fetcher.aclose)
+    limits = ImageLimits(max_bytes=settings.max_image_bytes, max_source_pixels=settings.max_image_source_pixels)
+    return RequestIntake(engine.info().pixel_budget, limits, settings.max_images_per_request, fetcher)
+
+
+@asynccontextmanager
+async def running_service(engine: Engine, settings: Settings, gate: SafetyGate, *,
+                          scheduler_observer: SchedulerObserver | None = None) -> AsyncIterator[AnswerService]:
+    """An :class:`AnswerService` with its scheduler started, its response cache and URL fetcher open.
+
+    On exit the scheduler drains (up to ``drain_timeout_s``), then the cache and the fetcher
+    close, in ``finally``. The engine and the gate belong to the caller.
     """
-    cache = None
-    if settings.cache_policy is not CacheMode.OFF:
-        cache = build_response_cache(settings.memory_cache_config(), settings.redis_cache_config(),
-                                     observer=cache_observer)
-    scheduler = Scheduler(engine, settings.scheduler_limits(), observer=scheduler_observer)
-    try:
+    async with AsyncExitStack() as stack:
+        cache = None
+        if settings.cache_policy is not CacheMode.OFF:
+            cache = build_response_cache(settings.memory_cache_config(), settings.redis_cache_config())
+            stack.push_async_callback(cache.close)
+        intake = request_intake(settings, engine, stack)
+        scheduler = Scheduler(engine, settings.scheduler_limits(), observer=scheduler_observer)
+        stack.push_async_callback(scheduler.stop, settings.drain_timeout_s)
         await scheduler.start()
-        yield AnswerService(scheduler, gate, cache, cache_mode=settings.cache_policy,
+        models = {settings.served_model_name or engine.info().model: None}
+        yield AnswerService(engine, scheduler, intake, gate, cache, models=models, cache_mode=settings.cache_policy,
                             near_duplicates=settings.near_duplicate_rule())
-    finally:
-        await scheduler.stop(settings.drain_timeout_s)
-        if cache is not None:
-            await cache.close()

@@ -1,14 +1,17 @@
 """Internal request and result types, shared by the service, the scheduler and every engine.
 
 These are frozen dataclasses: the HTTP layer converts its pydantic wire schemas into them,
-and nothing downstream sees a wire schema. Images arrive here already decoded and
-normalised (see :mod:`seesay.images`).
+and nothing downstream sees a wire schema. A :class:`Question` is what a caller asks, its
+pictures still encoded; the service decodes them (:mod:`seesay.intake`) into a
+:class:`GenerationRequest`, whose pictures are normalised (:mod:`seesay.images`), and the
+engine answers that with a :class:`GenerationResult`.
 """
 
 from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 from seesay.images import NormalizedImage, PixelBudget
@@ -87,6 +90,76 @@ class SamplingParams:
 
 def new_request_id() -> str:
     return f"req-{uuid.uuid4().hex[:24]}"
+
+
+@dataclass(frozen=True)
+class ImageInput:
+    """A picture as the caller sent it, not yet decoded.
+
+    Attributes:
+        source: The encoded file (``bytes``); a ``data:image/...;base64,`` URL or an ``http(s)``
+            URL (``str``); or a local file (``Path``: only callers on this machine, the CLI and
+            batch jobs, make these; the HTTP API never does).
+        param: Where the picture sits in the caller's request, named in errors
+            (``messages[0].content[1].image_url``).
+    """
+
+    source: bytes | str | Path
+    param: str = "image"
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One turn of a caller's conversation: text and pictures, in order."""
+
+    role: Role
+    content: tuple[str | ImageInput, ...]
+
+    @property
+    def images(self) -> tuple[ImageInput, ...]:
+        return tuple(part for part in self.content if isinstance(part, ImageInput))
+
+    @property
+    def text(self) -> str:
+        return "".join(part for part in self.content if isinstance(part, str))
+
+
+@dataclass(frozen=True)
+class PixelRequest:
+    """A caller's pixel budget for its pictures; unset fields take the server's.
+
+    Attributes:
+        min_pixels: Smaller pictures are upsampled to about this many pixels.
+        max_pixels: Larger pictures are downsampled to at most this many; never above the server's.
+        where: The prefix of these fields in the caller's request, named in errors (``seesay.``).
+    """
+
+    min_pixels: int | None = None
+    max_pixels: int | None = None
+    where: str = ""
+
+
+@dataclass(frozen=True)
+class Question:
+    """What a caller asks: a conversation whose last user turn is the question, and how to answer it.
+
+    Attributes:
+        turns: The conversation; pictures still encoded.
+        sampling: Generation controls.
+        pixels: This request's pixel budget; ``None`` takes the server's.
+        model: The model the caller names (``None``: the served model).
+        request_id: Correlates logs, metrics and results.
+    """
+
+    turns: tuple[Turn, ...]
+    sampling: SamplingParams = SamplingParams()
+    pixels: PixelRequest | None = None
+    model: str | None = None
+    request_id: str = field(default_factory=new_request_id)
+
+    @property
+    def images(self) -> tuple[ImageInput, ...]:
+        return tuple(image for turn in self.turns for image in turn.images)
 
 
 @dataclass(frozen=True)

@@ -79,7 +79,7 @@ def direct_answer(engine: Engine, messages: list[dict[str, Any]]) -> str:
                  if p["type"] == "image_url" else TextPart(p["text"]) for p in content]
         turns.append(ChatMessage(message["role"], tuple(parts)))
     request = GenerationRequest(tuple(turns), SamplingParams(max_new_tokens=MAX_TOKENS, temperature=0.0))
-    return engine.answer(request).text
+    return engine.generate([engine.prepare(request)])[0].text
 
 
 def sdk(server: ServerProcess, **options: Any) -> openai.OpenAI:

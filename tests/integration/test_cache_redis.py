@@ -8,6 +8,7 @@ is never asserted.
 
 from __future__ import annotations
 
+import asyncio
 import io
 import random
 from collections.abc import AsyncIterator, Iterator
@@ -15,6 +16,7 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 from redis import Redis
 
+from fakes import FakeClock
 from redis_server import RedisServer, running_redis
 from seesay.cache import (
     BreakerConfig,
@@ -35,14 +37,6 @@ MODEL = "demo@weights-1"
 COOLDOWN_S = 5.0
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 class Engine:
     """Counts how often each replica really computes."""
 
@@ -55,6 +49,20 @@ class Engine:
         return GenerationResult(f"req-{self.name}-{self.runs}", f"answer from {self.name}", "stop", Usage(70, 4))
 
 
+async def ask(cache: ResponseCache, key: CacheKey, engine: Engine) -> tuple[str, GenerationResult]:
+    """What the service does with a cacheable request: a hit, else compute, share and store the answer.
+
+    Returns the ``X-Seesay-Cache`` value and the answer.
+    """
+    lookup = await cache.get(key)
+    if lookup is not None:
+        return lookup.header, lookup.result
+    computing: asyncio.Future[GenerationResult] = asyncio.get_running_loop().create_future()
+    stored = cache.share(key, computing)
+    computing.set_result(await engine())
+    return "miss", await stored
+
+
 @pytest.fixture
 def redis_server() -> Iterator[RedisServer]:
     with running_redis() as server:
@@ -62,19 +70,19 @@ def redis_server() -> Iterator[RedisServer]:
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
+def clock() -> FakeClock:
+    return FakeClock()
 
 
 @pytest.fixture
-async def replicas(redis_server: RedisServer, clock: Clock) -> AsyncIterator[tuple[ResponseCache, ResponseCache]]:
+async def replicas(redis_server: RedisServer, clock: FakeClock) -> AsyncIterator[tuple[ResponseCache, ResponseCache]]:
     caches = tuple(replica(redis_server.url, clock) for _ in range(2))
     yield caches  # type: ignore[misc]
     for cache in caches:
         await cache.close()
 
 
-def replica(url: str, clock: Clock, *, timeout_s: float = 1.0, namespace: str = "seesay") -> ResponseCache:
+def replica(url: str, clock: FakeClock, *, timeout_s: float = 1.0, namespace: str = "seesay") -> ResponseCache:
     """One replica's cache; a generous time-box so a loaded CI machine does not trip it by accident."""
     config = RedisCacheConfig(url=url, timeout_s=timeout_s, ttl_s=600, namespace=namespace,
                               breaker=BreakerConfig(failure_threshold=3, cooldown_s=COOLDOWN_S))
@@ -107,11 +115,11 @@ async def test_replica_b_hits_what_replica_a_computed(replicas: tuple[ResponseCa
     key_b = key_for(photo_request("WEBP", lossless=True), MODEL, "policy-1")
     assert key_a == key_b
 
-    computed = await a.get_or_compute(key_a, engine_a)
-    shared = await b.get_or_compute(key_b, engine_b)
-    assert (computed.header, shared.header) == ("miss", "hit-redis")
-    assert shared.result == computed.result and engine_b.runs == 0
-    assert (await b.get_or_compute(key_b, engine_b)).header == "hit-memory"  # promoted into B's L1
+    computed = await ask(a, key_a, engine_a)
+    shared = await ask(b, key_b, engine_b)
+    assert (computed[0], shared[0]) == ("miss", "hit-redis")
+    assert shared[1] == computed[1] and engine_b.runs == 0
+    assert (await ask(b, key_b, engine_b))[0] == "hit-memory"  # promoted into B's L1
     assert b.stats().hits == {"redis": 1, "memory": 1}
 
     with Redis.from_url(redis_server.url) as raw:
@@ -121,71 +129,71 @@ async def test_replica_b_hits_what_replica_a_computed(replicas: tuple[ResponseCa
 
 
 async def test_killed_redis_degrades_to_memory_then_recovers(replicas: tuple[ResponseCache, ResponseCache],
-                                                             redis_server: RedisServer, clock: Clock) -> None:
+                                                             redis_server: RedisServer, clock: FakeClock) -> None:
     a, b = replicas
     engine_a, engine_b = Engine("A"), Engine("B")
-    await a.get_or_compute(k(0), engine_a)
+    await ask(a, k(0), engine_a)
     redis_server.kill()
 
     # Every request still succeeds, computed locally; three failed calls open B's breaker.
     for n in range(6):
-        lookup = await b.get_or_compute(k(n), engine_b)
-        assert lookup.header == "miss" and lookup.result.text == "answer from B"
+        header, result = await ask(b, k(n), engine_b)
+        assert header == "miss" and result.text == "answer from B"
     assert tier(b).state is BreakerState.OPEN
     attempts = tier(b).stats().attempts
     assert attempts == 3  # get k(0), put k(0), get k(1): then the breaker stops trying
     for n in range(6, 20):
-        assert (await b.get_or_compute(k(n), engine_b)).header == "miss"
-        assert (await b.get_or_compute(k(n), engine_b)).header == "hit-memory"  # L1 keeps working
+        assert (await ask(b, k(n), engine_b))[0] == "miss"
+        assert (await ask(b, k(n), engine_b))[0] == "hit-memory"  # L1 keeps working
     assert tier(b).stats().attempts == attempts and tier(b).stats().skipped > 0
 
     redis_server.start()  # same port, empty (no persistence)
     clock.now += COOLDOWN_S
-    await b.get_or_compute(k(100), engine_b)  # the half-open probe: Redis answers, the breaker closes
+    await ask(b, k(100), engine_b)  # the half-open probe: Redis answers, the breaker closes
     assert tier(b).state is BreakerState.CLOSED
-    await b.get_or_compute(k(101), engine_b)
+    await ask(b, k(101), engine_b)
     a.memory.clear()
     engine_a.runs = 0
-    assert (await a.get_or_compute(k(101), engine_a)).header == "hit-redis"  # L2 is shared again
+    assert (await ask(a, k(101), engine_a))[0] == "hit-redis"  # L2 is shared again
     assert engine_a.runs == 0
 
 
-async def test_stalled_redis_is_time_boxed(redis_server: RedisServer, clock: Clock) -> None:
+async def test_stalled_redis_is_time_boxed(redis_server: RedisServer, clock: FakeClock) -> None:
     cache = replica(redis_server.url, clock, timeout_s=0.2)
     engine = Engine("A")
     try:
-        await cache.get_or_compute(k(0), engine)
+        await ask(cache, k(0), engine)
         redis_server.pause()  # the port accepts, nothing answers: only the time-box ends a call
         for n in range(1, 6):
-            assert (await cache.get_or_compute(k(n), engine)).header == "miss"
+            assert (await ask(cache, k(n), engine))[0] == "miss"
         stats = tier(cache).stats()
         assert stats.state == "open" and stats.timeouts == 3 and stats.attempts == 2 + 3
         redis_server.resume()
         await _until_closed(cache, clock, engine)
         cache.memory.clear()
-        assert (await cache.get_or_compute(k(0), engine)).header == "hit-redis"
+        assert (await ask(cache, k(0), engine))[0] == "hit-redis"
     finally:
         redis_server.resume()
         await cache.close()
 
 
-async def _until_closed(cache: ResponseCache, clock: Clock, engine: Engine) -> None:
+async def _until_closed(cache: ResponseCache, clock: FakeClock, engine: Engine) -> None:
     """Probe after each cool-down until the breaker closes (a loaded machine may miss one probe)."""
     for attempt in range(5):
         clock.now += COOLDOWN_S
-        await cache.get_or_compute(k(1000 + attempt), engine)
+        await ask(cache, k(1000 + attempt), engine)
         if tier(cache).state is BreakerState.CLOSED:
             return
     pytest.fail(f"the breaker did not close after Redis came back: {tier(cache).stats()}")
 
 
-async def test_count_and_clear_touch_only_this_namespace(redis_server: RedisServer, clock: Clock) -> None:
+async def test_count_and_clear_touch_only_this_namespace(redis_server: RedisServer, clock: FakeClock) -> None:
     shop, other = replica(redis_server.url, clock), replica(redis_server.url, clock, namespace="other")
     engine = Engine("A")
     try:
         for n in range(5):
-            await shop.get_or_compute(k(n), engine)
-        await other.get_or_compute(k(0), engine)
+            await ask(shop, k(n), engine)
+        await ask(other, k(0), engine)
         assert await tier(shop).count() == 5
         report = await shop.clear()
         assert (report.memory, report.redis) == (5, 5)

@@ -71,7 +71,7 @@ def test_bad_image_fails_with_a_readable_message(tmp_path: Path) -> None:
     assert done.stdout == b""
     assert "seesay: error:" in done.stderr.decode() and "image" in done.stderr.decode()
     missing = seesay("ask", str(tmp_path / "missing.jpg"), "What is this?")
-    assert missing.returncode == 1 and "not found" in missing.stderr.decode()
+    assert missing.returncode == 1 and "missing.jpg: no such image file" in missing.stderr.decode()
 
 
 def test_info_describes_the_engine() -> None:

@@ -129,9 +129,9 @@ def test_shipped_model_answers_the_bundled_example(engine: TransformersEngine) -
     expected = {"What colour is this item?": "red", "What is this?": "This is a T-shirt.",
                 "这件T恤适合什么场合穿？": answer_for("occasion", "zh", item)}
     greedy = SamplingParams(temperature=0.0, max_new_tokens=48)
-    requests = {question: GenerationRequest((ChatMessage.user(red_tshirt, question),), greedy)
-                for question in expected}
-    answers = {question: engine.answer(request).text for question, request in requests.items()}
+    prepared = [engine.prepare(GenerationRequest((ChatMessage.user(red_tshirt, question),), greedy))
+                for question in expected]
+    answers = {question: result.text for question, result in zip(expected, engine.generate(prepared), strict=True)}
     assert answers == expected
 
 

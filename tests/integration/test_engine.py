@@ -16,7 +16,7 @@ from seesay.engine.patch_embedding import PatchProjection
 from seesay.engine.transformers import TransformersEngine
 from seesay.errors import ContextLengthExceededError, InvalidRequestError
 from seesay.images import NormalizedImage, PixelBudget, load_image
-from seesay.types import ChatMessage, GenerationRequest, SamplingParams
+from seesay.types import ChatMessage, GenerationRequest, GenerationResult, SamplingParams
 
 GREEDY = SamplingParams(temperature=0.0, max_new_tokens=32)
 
@@ -36,10 +36,28 @@ def ask(image: NormalizedImage, question: str, sampling: SamplingParams = GREEDY
     return GenerationRequest((ChatMessage.user(image, question),), sampling, **kwargs)  # type: ignore[arg-type]
 
 
+def answer(engine: TransformersEngine, request: GenerationRequest) -> GenerationResult:
+    """One request on its own, the way the scheduler runs every batch: prepare, then generate."""
+    return engine.generate([engine.prepare(request)])[0]
+
+
+class DeltaRecorder:
+    """A generation observer that keeps each row's text deltas."""
+
+    def __init__(self) -> None:
+        self.deltas: list[str] = []
+
+    def on_text(self, row: int, delta: str) -> None:
+        self.deltas.append(delta)
+
+    def is_cancelled(self, row: int) -> bool:
+        return False
+
+
 def test_demo_model_answers_catalogue_questions(engine: TransformersEngine) -> None:
     red_tshirt = picture(engine, "tshirt", "red")
-    assert engine.answer(ask(red_tshirt, "What colour is this item?")).text == "red"
-    assert engine.answer(ask(red_tshirt, "这是什么颜色？")).text == "红色"
+    assert answer(engine, ask(red_tshirt, "What colour is this item?")).text == "red"
+    assert answer(engine, ask(red_tshirt, "这是什么颜色？")).text == "红色"
 
 
 def test_batch_equals_one_by_one_under_greedy(engine: TransformersEngine) -> None:
@@ -65,23 +83,17 @@ def test_seeded_sampling_is_reproducible_whatever_shares_the_batch(engine: Trans
     image = picture(engine, "dress", "pink")
     seeded = ask(image, "How should I wear it?", SamplingParams(temperature=1.5, top_p=1.0, top_k=0, seed=11))
     other = ask(picture(engine, "shoes", "blue"), "What is this?", SamplingParams(temperature=1.5, seed=1))
-    first = engine.answer(seeded).text
+    first = answer(engine, seeded).text
     in_batch = engine.generate([engine.prepare(other), engine.prepare(seeded)])[1].text
     assert first == in_batch
 
 
 def test_stream_deltas_concatenate_to_the_answer(engine: TransformersEngine) -> None:
     request = ask(picture(engine, "jacket", "orange"), "这件外套适合什么场合穿？")
-    stream = engine.stream(request)
-    deltas = []
-    while True:
-        try:
-            deltas.append(next(stream))
-        except StopIteration as done:
-            result = done.value
-            break
-    assert len(deltas) > 1
-    assert "".join(deltas) == result.text == engine.answer(request).text
+    recorder = DeltaRecorder()
+    result = engine.generate([engine.prepare(request)], recorder)[0]
+    assert len(recorder.deltas) > 1
+    assert "".join(recorder.deltas) == result.text == answer(engine, request).text
 
 
 def test_usage_counts_the_processors_tokens_including_image_tokens(engine: TransformersEngine) -> None:
@@ -123,10 +135,10 @@ def test_request_budget_above_the_engine_limit_is_refused(engine: TransformersEn
 
 def test_stop_string_cuts_the_answer(engine: TransformersEngine) -> None:
     request = ask(picture(engine, "jacket", "red"), "What occasions does this jacket suit?")
-    full = engine.answer(request).text
+    full = answer(engine, request).text
     cut_at = full.index(" ", 5)
     stop = full[cut_at:cut_at + 3]
-    stopped = engine.answer(ask(request.messages[0].images[0], "What occasions does this jacket suit?",
+    stopped = answer(engine, ask(request.messages[0].images[0], "What occasions does this jacket suit?",
                                 SamplingParams(temperature=0.0, max_new_tokens=32, stop=(stop,))))
     assert stopped.finish_reason == "stop"
     assert stopped.text == full[: full.index(stop)]
@@ -157,7 +169,7 @@ def test_saved_model_loads_back_through_the_hub_path(engine: TransformersEngine,
     reloaded = TransformersEngine(TransformersEngineConfig(model=str(tmp_path), device="cpu"))
     assert type(reloaded.model).__name__ == "Qwen3VLForConditionalGeneration"
     request = ask(picture(engine, "hat", "black"), "这顶帽子适合什么场合？")
-    assert reloaded.answer(request).text == engine.answer(request).text
+    assert answer(reloaded, request).text == answer(engine, request).text
     assert reloaded.pixel_budget == engine.pixel_budget
 
 
@@ -183,7 +195,7 @@ def test_text_only_and_image_requests_share_a_batch(engine: TransformersEngine) 
         batched = engine.generate(prepared)
         alone = [engine.generate([p])[0] for p in prepared]
         assert [r.text for r in batched] == [r.text for r in alone]
-    assert engine.answer(with_image).text == "red"
+    assert answer(engine, with_image).text == "red"
 
 
 def test_patch_embedding_runs_as_a_matmul_and_agrees_with_the_stock_model(engine: TransformersEngine) -> None:

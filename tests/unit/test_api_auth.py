@@ -10,21 +10,14 @@ from typing import Any
 
 import pytest
 
-from fakes import FakeEngine, app_client, fake_settings
+from fakes import FakeClock, FakeEngine, app_client, fake_settings
 from seesay.api import auth as auth_module
 from seesay.api.app import build_app
-from seesay.api.auth import ANONYMOUS, ApiKeyAuth, AuthenticationError, RateLimitedError, key_id
+from seesay.api.auth import ANONYMOUS, ApiKeyAuth, key_id
+from seesay.errors import AuthenticationError, RateLimitedError
 
 KEYS = ("sk-alpha-0123456789", "sk-beta-9876543210")
 CHAT = {"model": "fake-vl", "messages": [{"role": "user", "content": "hello"}]}
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_without_keys_everyone_is_the_anonymous_caller() -> None:
@@ -66,7 +59,7 @@ def test_every_key_is_compared_in_constant_time_even_after_a_match(monkeypatch: 
 
 
 def test_the_rate_limit_refuses_the_request_over_the_limit_then_refills() -> None:
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     auth = ApiKeyAuth(KEYS, rate_limit_per_minute=3, clock=clock)
     for _ in range(3):
         auth.check_rate("key-a")

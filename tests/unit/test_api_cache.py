@@ -11,6 +11,7 @@ import asyncio
 import io
 import json
 import random
+import threading
 from typing import Any
 
 import httpx
@@ -249,18 +250,20 @@ async def test_waiting_for_an_identical_answer_takes_no_queue_place() -> None:
 
 
 async def test_a_stream_that_is_dropped_lets_its_followers_compute_their_own_answer() -> None:
-    engine = FakeEngine(token_delay_s=0.01)
+    engine = FakeEngine()
+    engine.pace = threading.Semaphore(3)  # the leader's first three words, then it waits
     app = build_app(fake_settings(), engine)
     words = " ".join(["word"] * 60)
     async with app_client(app) as client:
+        joins = JoinCounter(app)
         gone = asyncio.Event()
         streaming = asyncio.create_task(raw_request(app, chat(words, stream=True), gone))
         await wait_until(lambda: bool(engine.batches))
         follower = asyncio.create_task(client.post("/v1/chat/completions", json=chat(words)))
-        await wait_until(lambda: app.state.runtime.service.queue_depth == 0)
-        await asyncio.sleep(0.05)
+        await wait_until(lambda: joins.count == 1)  # the follower waits for the leader's answer
         gone.set()  # the leader's client goes away mid-stream
         await asyncio.wait_for(streaming, 5)
+        engine.unpace()
         response = await asyncio.wait_for(follower, 10)
         again = await post(client, chat(words))
     assert engine.results[0].finish_reason == "cancelled"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import threading
 from typing import Any
 
 import httpx
@@ -87,20 +88,21 @@ async def test_a_client_that_disconnects_while_queued_frees_its_place(stream: bo
 
 
 async def test_a_dropped_stream_stops_its_generation() -> None:
-    engine = FakeEngine(token_delay_s=0.01)
+    engine = FakeEngine()
+    engine.pace = threading.Semaphore(3)  # three words, then generation waits for the test
     app = build_app(fake_settings(), engine)
     async with app_client(app) as client:
         gone = asyncio.Event()
         words = " ".join(["word"] * 200)
         streaming = asyncio.create_task(raw_request(app, chat(words, stream=True, max_tokens=300), gone))
         await wait_until(lambda: bool(engine.batches))
-        await asyncio.sleep(0.05)
         gone.set()
-        sent = await asyncio.wait_for(streaming, 5)
+        sent = await asyncio.wait_for(streaming, 5)  # the app has seen the client go and cancelled the answer
+        engine.unpace()
         await wait_until(lambda: bool(engine.results))
         page = (await client.get("/metrics")).text
     assert engine.results[0].finish_reason == "cancelled"
-    assert engine.results[0].usage.completion_tokens < 100
+    assert engine.results[0].usage.completion_tokens <= 3  # not one step after the cancel
     assert sent[0]["status"] == 200
     assert metric(page, "seesay_running_requests") == 0
 
@@ -118,7 +120,7 @@ async def test_shutdown_drains_in_flight_requests_and_refuses_new_ones() -> None
         in_flight = asyncio.create_task(client.post("/v1/chat/completions", json=chat("one two three four five")))
         await wait_until(lambda: bool(engine.batches))
         shutdown = asyncio.create_task(lifespan.__aexit__(None, None, None))
-        await asyncio.sleep(0.01)
+        await wait_until(lambda: not app.state.runtime.service.readiness()[0])  # draining
         refused = await client.post("/v1/chat/completions", json=CHAT)
         ready = await client.get("/ready")
         response = await in_flight

@@ -4,20 +4,13 @@ from __future__ import annotations
 
 import pytest
 
+from fakes import FakeClock
 from seesay.cache.breaker import BreakerConfig, BreakerState, CircuitBreaker
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
+def clock() -> FakeClock:
+    return FakeClock()
 
 
 @pytest.fixture
@@ -26,7 +19,7 @@ def transitions() -> list[BreakerState]:
 
 
 @pytest.fixture
-def breaker(clock: Clock, transitions: list[BreakerState]) -> CircuitBreaker:
+def breaker(clock: FakeClock, transitions: list[BreakerState]) -> CircuitBreaker:
     return CircuitBreaker(BreakerConfig(failure_threshold=3, cooldown_s=5.0), clock=clock,
                           on_change=transitions.append)
 
@@ -48,7 +41,7 @@ def test_opens_after_consecutive_failures_only(breaker: CircuitBreaker) -> None:
     assert breaker.state is BreakerState.OPEN
 
 
-def test_open_refuses_until_the_cooldown_then_lets_one_probe_through(breaker: CircuitBreaker, clock: Clock) -> None:
+def test_open_refuses_until_the_cooldown_then_lets_one_probe_through(breaker: CircuitBreaker, clock: FakeClock) -> None:
     trip(breaker)
     clock.now += 4.9
     assert not breaker.allow()
@@ -58,7 +51,7 @@ def test_open_refuses_until_the_cooldown_then_lets_one_probe_through(breaker: Ci
     assert not breaker.allow()  # the probe is in flight: nobody else goes
 
 
-def test_a_successful_probe_closes(breaker: CircuitBreaker, clock: Clock, transitions: list[BreakerState]) -> None:
+def test_a_successful_probe_closes(breaker: CircuitBreaker, clock: FakeClock, transitions: list[BreakerState]) -> None:
     trip(breaker)
     clock.now += 5
     assert breaker.allow()
@@ -68,7 +61,7 @@ def test_a_successful_probe_closes(breaker: CircuitBreaker, clock: Clock, transi
     assert transitions == [BreakerState.OPEN, BreakerState.HALF_OPEN, BreakerState.CLOSED]
 
 
-def test_a_failed_probe_reopens_for_another_cooldown(breaker: CircuitBreaker, clock: Clock) -> None:
+def test_a_failed_probe_reopens_for_another_cooldown(breaker: CircuitBreaker, clock: FakeClock) -> None:
     trip(breaker)
     clock.now += 5
     assert breaker.allow()
@@ -80,7 +73,7 @@ def test_a_failed_probe_reopens_for_another_cooldown(breaker: CircuitBreaker, cl
     assert breaker.allow()
 
 
-def test_an_abandoned_probe_frees_the_slot(breaker: CircuitBreaker, clock: Clock) -> None:
+def test_an_abandoned_probe_frees_the_slot(breaker: CircuitBreaker, clock: FakeClock) -> None:
     trip(breaker)
     clock.now += 5
     assert breaker.allow()

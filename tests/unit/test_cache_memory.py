@@ -4,18 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from fakes import FakeClock
 from seesay.cache.codec import encode_result
 from seesay.cache.keys import CacheKey
 from seesay.cache.memory import MemoryCache, MemoryCacheConfig
 from seesay.types import GenerationResult, Usage
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def k(n: int) -> CacheKey:
@@ -59,7 +52,7 @@ def test_default_holds_a_thousand_answers() -> None:
 
 
 def test_entries_expire_after_the_ttl() -> None:
-    clock = Clock()
+    clock = FakeClock(1000.0)
     cache = MemoryCache(MemoryCacheConfig(ttl_s=60), clock=clock)
     cache.put(k(1), answer())
     clock.now += 59.9
@@ -70,7 +63,7 @@ def test_entries_expire_after_the_ttl() -> None:
 
 
 def test_no_ttl_keeps_entries() -> None:
-    clock = Clock()
+    clock = FakeClock(1000.0)
     cache = MemoryCache(MemoryCacheConfig(ttl_s=None), clock=clock)
     cache.put(k(1), answer())
     clock.now += 1e9

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from seesay.errors import ContentPolicyViolation, SafetyConfigError, WireForm
 from seesay.images import NormalizedImage, PixelBudget, load_image
 from seesay.safety.audit import AuditLog, BlockEvent, Where
-from seesay.safety.errors import ContentPolicyViolation, SafetyConfigError
 from seesay.safety.gate import SafetyConfig, SafetyGate, prompt_text
 from seesay.types import ChatMessage, GenerationRequest
 
@@ -67,7 +67,7 @@ def test_blocked_image_is_a_400_content_policy_violation(tmp_path: Path) -> None
     with pytest.raises(ContentPolicyViolation) as caught:
         safety.screen_request(request("What is this?", BLUE, RED))
     error = caught.value
-    assert (error.status, error.code, error.type) == (400, "content_policy_violation", "invalid_request_error")
+    assert error.wire == WireForm(400, "content_policy_violation", "invalid_request_error")
     assert "image 2 of the request was blocked" in error.message and "FLAGGED_BY_TEST_DETECTOR" in error.message
     [line] = audit_lines(audit)
     assert line["where"] == "image" and line["image_hash"] == RED.content_hash and line["request_id"] == "req-test"

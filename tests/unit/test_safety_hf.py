@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from seesay.safety.errors import SafetyConfigError
+from seesay.errors import SafetyConfigError
 from seesay.safety.image import load_detector
 
 torch = pytest.importorskip("torch")

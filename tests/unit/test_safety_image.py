@@ -9,8 +9,8 @@ import threading
 import pytest
 from PIL import Image
 
+from seesay.errors import SafetyConfigError, SafetyUnavailableError
 from seesay.images import NormalizedImage, PixelBudget, load_image
-from seesay.safety.errors import SafetyConfigError, SafetyUnavailableError
 from seesay.safety.image import (
     FlagDetector,
     ImageDetector,

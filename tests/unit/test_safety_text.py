@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from seesay.demo.catalogue import corpus
-from seesay.safety.errors import SafetyConfigError
+from seesay.errors import SafetyConfigError
 from seesay.safety.normalize import NormalizedText, fold_char, normalize_phrase
 from seesay.safety.policy import PolicyFile, default_policy, load_policy, parse_policy
 from seesay.safety.text import RegexPattern, Rule, TextPolicy, detect_language

@@ -16,6 +16,7 @@ from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import Response
 
+from seesay.answer_streams import AnswerStream
 from seesay.api.protocol import (
     AssistantMessage,
     ChatCompletionChunk,
@@ -30,9 +31,7 @@ from seesay.api.protocol import (
 )
 from seesay.api.record import RequestRecord
 from seesay.cache import CacheOptOut, parse_cache_control
-from seesay.errors import SeesayError
-from seesay.scheduler import RequestCancelledError
-from seesay.service import AnswerStream
+from seesay.errors import RequestCancelledError, SeesayError, wire_form
 from seesay.types import GenerationResult, Usage
 
 CACHE_HEADER = "X-Seesay-Cache"
@@ -138,10 +137,10 @@ async def sse_stream(
     except SeesayError as exc:
         finished = True
         record.error_code = exc.code
-        error = ErrorDetail(message=exc.message, type=exc.type, param=exc.param, code=exc.code)
+        error = ErrorDetail(message=exc.message, type=exc.wire.type, param=exc.param, code=exc.code)
         yield _sse(ErrorResponse(error=error).model_dump_json())
     finally:
         if not finished:  # the client went away mid-stream
-            record.error_code = RequestCancelledError.code
+            record.error_code = wire_form(RequestCancelledError).code
         stream.cancel()  # a no-op once the answer is complete
     yield b"data: [DONE]\n\n"

@@ -3,9 +3,9 @@
 Nothing is created at import time. The lifespan loads the safety gate first (unless one is
 passed in: a screen that cannot load stops the start-up with a message saying how to fix it,
 before a model is loaded for nothing), then the engine (unless one is passed in), and starts
-the service: scheduler and response cache (:func:`seesay.service.running_service`). On
-shutdown it drains the scheduler, closes the cache and the URL fetcher, and closes the engine
-and the gate it loaded, all from one exit stack, so a failed start-up releases what it took.
+the service (:func:`seesay.service.running_service`). On shutdown it stops the service, then
+closes the engine and the gate it loaded, all from one exit stack, so a failed start-up
+releases what it took.
 """
 
 from __future__ import annotations
@@ -21,31 +21,14 @@ from seesay import __version__
 from seesay.api.auth import ApiKeyAuth
 from seesay.api.dependencies import Runtime
 from seesay.api.errors import install_error_handlers
-from seesay.api.image_urls import UrlImageFetcher
-from seesay.api.intake import RequestIntake
 from seesay.api.metrics import Metrics
 from seesay.api.middleware import BodySizeLimit, RequestTelemetry
 from seesay.api.routes import admin, chat, health, models, vqa
 from seesay.config import Settings
 from seesay.engine.base import Engine
 from seesay.engine.registry import create_engine
-from seesay.images import ImageLimits
 from seesay.safety import SafetyGate
-from seesay.service import AnswerService, running_service
-
-
-def url_fetcher(settings: Settings) -> UrlImageFetcher | None:
-    """The http(s) image fetcher, when the settings enable URL images."""
-    if not settings.allow_url_images:
-        return None
-    return UrlImageFetcher(settings.url_allowlist, max_bytes=settings.max_image_bytes,
-                           timeout_s=settings.url_timeout_s, max_redirects=settings.url_max_redirects)
-
-
-def request_intake(settings: Settings, service: AnswerService, name: str,
-                   fetcher: UrlImageFetcher | None) -> RequestIntake:
-    limits = ImageLimits(max_bytes=settings.max_image_bytes, max_source_pixels=settings.max_image_source_pixels)
-    return RequestIntake([name], service.info.pixel_budget, limits, settings.max_images_per_request, fetcher)
+from seesay.service import running_service
 
 
 def build_app(settings: Settings, engine: Engine | None = None, *, gate: SafetyGate | None = None) -> FastAPI:
@@ -72,14 +55,9 @@ def build_app(settings: Settings, engine: Engine | None = None, *, gate: SafetyG
             served = engine or stack.enter_context(closing(await asyncio.to_thread(
                 create_engine, settings.engine, settings.engine_config())))
             service = await stack.enter_async_context(running_service(
-                served, settings, screens, scheduler_observer=metrics, cache_observer=metrics.cache))
+                served, settings, screens, scheduler_observer=metrics))
             metrics.watch(service)
-            fetcher = url_fetcher(settings)
-            if fetcher is not None:
-                stack.push_async_callback(fetcher.aclose)
-            name = settings.served_model_name or service.info.model
-            intake = request_intake(settings, service, name, fetcher)
-            app.state.runtime = Runtime(settings, service, intake, auth, metrics, name, int(time.time()))
+            app.state.runtime = Runtime(settings, service, auth, metrics, service.model_names[0], int(time.time()))
             yield
 
     app = FastAPI(title="seesay", version=__version__, lifespan=lifespan,

@@ -20,25 +20,9 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from seesay.errors import SeesayError, ServerBusyError
+from seesay.errors import AuthenticationError, RateLimitedError
 
 ANONYMOUS = "anonymous"
-
-
-class AuthenticationError(SeesayError):
-    """A missing or wrong API key (OpenAI's 401)."""
-
-    status = 401
-    code = "invalid_api_key"
-    type = "invalid_request_error"
-
-
-class RateLimitedError(ServerBusyError):
-    """The caller sent more requests a minute than its limit."""
-
-    status = 429
-    code = "rate_limit_exceeded"
-    type = "rate_limit_error"
 
 
 def key_id(key: str) -> str:

@@ -1,6 +1,6 @@
 """What routes receive through FastAPI's dependency injection.
 
-:class:`Runtime` holds the objects the app's lifespan built (service, intake, auth, metrics);
+:class:`Runtime` holds the objects the app's lifespan built (service, auth, metrics);
 :func:`require_caller` authenticates and rate-limits a request and records its key id.
 """
 
@@ -12,7 +12,6 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from seesay.api.auth import ApiKeyAuth
-from seesay.api.intake import RequestIntake
 from seesay.api.metrics import Metrics
 from seesay.api.record import record_of
 from seesay.config import Settings
@@ -25,8 +24,7 @@ class Runtime:
 
     Attributes:
         settings: The settings the app was built with.
-        service: The answering pipeline.
-        intake: Wire request → internal request conversion.
+        service: The answering service.
         auth: API keys and rate limits.
         metrics: The app's Prometheus metrics.
         model_name: The model name responses report.
@@ -35,7 +33,6 @@ class Runtime:
 
     settings: Settings
     service: AnswerService
-    intake: RequestIntake
     auth: ApiKeyAuth
     metrics: Metrics
     model_name: str

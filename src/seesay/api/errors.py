@@ -1,7 +1,7 @@
 """Every failure leaves the server as an OpenAI error object with the right HTTP status.
 
-``{"error": {"message", "type", "param", "code"}}``: :class:`~seesay.errors.SeesayError`
-carries its own status and code; FastAPI's validation errors (invalid JSON, a wrong field)
+``{"error": {"message", "type", "param", "code"}}``: a :class:`~seesay.errors.SeesayError`
+with the status and code of :data:`seesay.errors.WIRE_FORMS`; FastAPI's validation errors (invalid JSON, a wrong field)
 become 400s whose message names the field; unknown routes and methods become 404/405;
 anything unexpected becomes a 500 that hides the details (logged, shown in debug mode).
 ``ServerBusyError`` adds a ``Retry-After`` header.
@@ -21,7 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from seesay.api.protocol import UNION_TAGS, ErrorDetail, ErrorResponse
 from seesay.api.record import RECORD_KEY
-from seesay.errors import SeesayError, ServerBusyError
+from seesay.errors import AuthenticationError, SeesayError, ServerBusyError
 
 log = logging.getLogger(__name__)
 
@@ -38,9 +38,10 @@ def error_response(
 
 def seesay_error_response(exc: SeesayError) -> JSONResponse:
     headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, ServerBusyError) else None
-    if exc.status == 401:
+    if isinstance(exc, AuthenticationError):
         headers = {"WWW-Authenticate": "Bearer"}
-    return error_response(exc.status, exc.message, type=exc.type, code=exc.code, param=exc.param, headers=headers)
+    wire = exc.wire
+    return error_response(wire.status, exc.message, type=wire.type, code=wire.code, param=exc.param, headers=headers)
 
 
 def describe_validation_errors(errors: Sequence[Any]) -> tuple[str, str | None]:

@@ -7,9 +7,9 @@ their request was ``queued`` or ``running``), ``seesay_prompt_tokens_total`` and
 ``seesay_generated_tokens_total`` (what the engine generated: answers replayed from the cache or
 from an identical request are not counted).
 
-The response cache: ``seesay_cache_hits_total{tier}``, ``seesay_cache_misses_total``,
-``seesay_cache_stores_total{tier}``, ``seesay_cache_errors_total{tier}`` and
-``seesay_cache_breaker_state{tier,state}`` (1 for the current state). Content safety:
+The response cache, read from its own counters at each scrape: ``seesay_cache_hits_total{tier}``,
+``seesay_cache_misses_total``, ``seesay_cache_stores_total{tier}``, ``seesay_cache_errors_total{tier}``
+and ``seesay_cache_breaker_state{tier,state}`` (1 for the current state). Content safety:
 ``seesay_safety_blocks_total{where,rule}`` and ``seesay_safety_check_seconds{where}``.
 Routes are labelled by their path template; unknown paths share the label ``unmatched`` so
 a scanner cannot blow up the label set.
@@ -17,9 +17,13 @@ a scanner cannot blow up the label set.
 
 from __future__ import annotations
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from collections.abc import Iterator, Mapping
 
-from seesay.cache import BreakerState, NullObserver
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from seesay.cache import BreakerState, ResponseCache
 from seesay.safety import BlockEvent, Where
 from seesay.service import AnswerService
 from seesay.types import Usage
@@ -29,36 +33,41 @@ _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 _CHECK_BUCKETS = (0.0001, 0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 
 
-class CacheMetrics(NullObserver):
-    """The response cache's observer: its events as Prometheus metrics."""
+class CacheCollector(Collector):
+    """The response cache's counters, read from ``ResponseCache.stats()`` at each scrape.
 
-    def __init__(self, registry: CollectorRegistry) -> None:
-        r = registry
-        self.hits = Counter("seesay_cache_hits", "Answers served from the response cache, by tier.", ["tier"],
-                            registry=r)
-        self.misses = Counter("seesay_cache_misses", "Cacheable requests not found in the cache (computed, or "
-                              "joined to an identical request being computed).", registry=r)
-        self.stores = Counter("seesay_cache_stores", "Answers written to the cache, by tier.", ["tier"], registry=r)
-        self.errors = Counter("seesay_cache_errors", "Failed or timed-out cache calls, by tier.", ["tier"],
-                              registry=r)
-        self.breaker = Gauge("seesay_cache_breaker_state", "Circuit breaker of a shared tier: 1 for its state.",
-                             ["tier", "state"], registry=r)
+    The cache counts its events in one place; this only exposes them, so ``/metrics`` and
+    ``/admin/cache`` can never disagree.
+    """
 
-    def on_hit(self, tier: str) -> None:
-        self.hits.labels(tier=tier).inc()
+    def __init__(self) -> None:
+        self.cache: ResponseCache | None = None
 
-    def on_miss(self) -> None:
-        self.misses.inc()
+    def collect(self) -> Iterator[Metric]:
+        if self.cache is None:
+            return
+        stats = self.cache.stats()
+        tiers = [self.cache.memory.name, *([self.cache.shared.name] if self.cache.shared is not None else [])]
+        yield _per_tier(CounterMetricFamily("seesay_cache_hits", "Answers served from the response cache, by tier.",
+                                            labels=["tier"]), tiers, stats.hits)
+        yield CounterMetricFamily("seesay_cache_misses", "Cacheable requests not found in the cache (computed, or "
+                                  "joined to an identical request being computed).", value=stats.misses)
+        yield _per_tier(CounterMetricFamily("seesay_cache_stores", "Answers written to the cache, by tier.",
+                                            labels=["tier"]), tiers, stats.stores)
+        yield _per_tier(CounterMetricFamily("seesay_cache_errors", "Failed or timed-out cache calls, by tier.",
+                                            labels=["tier"]), tiers[1:], stats.errors)
+        breaker = GaugeMetricFamily("seesay_cache_breaker_state", "Circuit breaker of a shared tier: 1 for its state.",
+                                    labels=["tier", "state"])
+        if stats.redis is not None:
+            for state in BreakerState:
+                breaker.add_metric([tiers[1], state.value], 1 if state.value == stats.redis.state else 0)
+        yield breaker
 
-    def on_store(self, tier: str) -> None:
-        self.stores.labels(tier=tier).inc()
 
-    def on_error(self, tier: str) -> None:
-        self.errors.labels(tier=tier).inc()
-
-    def on_breaker_state(self, tier: str, state: str) -> None:
-        for known in BreakerState:
-            self.breaker.labels(tier=tier, state=known.value).set(1 if known.value == state else 0)
+def _per_tier(family: CounterMetricFamily, tiers: list[str], counts: Mapping[str, int]) -> CounterMetricFamily:
+    for tier in tiers:
+        family.add_metric([tier], counts.get(tier, 0))
+    return family
 
 
 class SafetyMetrics:
@@ -100,16 +109,15 @@ class Metrics:
         self.prompt_tokens = Counter("seesay_prompt_tokens", "Prompt tokens processed (image tokens included).",
                                      registry=r)
         self.generated_tokens = Counter("seesay_generated_tokens", "Answer tokens generated.", registry=r)
-        self.cache = CacheMetrics(r)
+        self.cache = CacheCollector()
+        r.register(self.cache)
         self.safety = SafetyMetrics(r)
 
     def watch(self, service: AnswerService) -> None:
-        """Read queue depth and running requests from ``service`` at every scrape; show the breaker's state."""
+        """Read queue depth, running requests and the response cache's counters from ``service`` at every scrape."""
         self.queue_depth.set_function(lambda: service.queue_depth)
         self.running.set_function(lambda: service.running)
-        shared = service.cache.shared if service.cache is not None else None
-        if shared is not None:
-            self.cache.on_breaker_state(shared.name, shared.stats().state)
+        self.cache.cache = service.cache
 
     def observe_batch(self, size: int) -> None:
         self.batch_size.observe(size)

@@ -1,7 +1,7 @@
 """Wire schemas: the OpenAI Chat Completions API as seesay speaks it, plus seesay's own routes.
 
 Everything a client sends or receives over HTTP is defined here and nowhere else; inside the
-server, requests become :mod:`seesay.types` dataclasses (see :mod:`seesay.api.intake`).
+server, requests become :mod:`seesay.types` dataclasses (see :mod:`seesay.api.questions`).
 
 Compatibility, field by field:
 
@@ -9,7 +9,7 @@ Compatibility, field by field:
   ``assistant``; content as a string or a list of ``text`` and ``image_url`` parts. Images
   are allowed in user turns only and the conversation must end with a user turn.
 * ``image_url.url``: a ``data:image/...;base64,...`` URL, or ``http(s)`` when the server
-  enables URL images (see :mod:`seesay.api.image_urls`). ``detail`` is accepted and ignored:
+  enables URL images (see :mod:`seesay.image_urls`). ``detail`` is accepted and ignored:
   the pixel budget decides the resolution.
 * Sampling: ``max_completion_tokens`` (or the older ``max_tokens``), ``temperature``,
   ``top_p``, ``seed``, ``stop`` (up to 4 strings), ``presence_penalty`` and

@@ -11,7 +11,6 @@ from seesay.cache.breaker import BreakerConfig, BreakerState, CircuitBreaker
 from seesay.cache.codec import CorruptValueError, decode_result, encode_result
 from seesay.cache.keys import KEY_SCHEMA_VERSION, CacheKey, key_for
 from seesay.cache.memory import MemoryCache, MemoryCacheConfig, MemoryStats
-from seesay.cache.observer import CacheObserver, CountingObserver, NullObserver
 from seesay.cache.phash import NearDuplicateIndex, NearDuplicateRule, PerceptualHash, perceptual_hash
 from seesay.cache.policy import CacheDecision, CacheMode, CacheOptOut, CachePolicy, parse_cache_control
 from seesay.cache.redis import RedisCache, RedisCacheConfig, RedisStats, SharedCacheUnavailableError
@@ -33,20 +32,17 @@ __all__ = [
     "CacheKey",
     "CacheLookup",
     "CacheMode",
-    "CacheObserver",
     "CacheOptOut",
     "CachePolicy",
     "CacheStats",
     "CircuitBreaker",
     "ClearReport",
     "CorruptValueError",
-    "CountingObserver",
     "MemoryCache",
     "MemoryCacheConfig",
     "MemoryStats",
     "NearDuplicateIndex",
     "NearDuplicateRule",
-    "NullObserver",
     "PerceptualHash",
     "RedisCache",
     "RedisCacheConfig",

@@ -5,11 +5,10 @@ Contract: Redis trouble never fails or stalls a request.
 * Every request-path call (:meth:`RedisCache.get`, :meth:`RedisCache.put`) is time-boxed
   with ``asyncio.wait_for`` (``timeout_s``, 50 ms by default). A timeout, a connection
   error, any other error of the client: the call reads as a miss (``get``) or as not
-  stored (``put``), the observer hears ``on_error("redis")``, and the caller carries on.
+  stored (``put``), it is counted (:meth:`RedisCache.stats`), and the caller carries on.
 * A :class:`~seesay.cache.breaker.CircuitBreaker` counts consecutive failures; once open,
   calls return at once without touching Redis, until a cool-down has passed and one probe
-  call succeeds. Its state is observable (:attr:`RedisCache.state`, the observer's
-  ``on_breaker_state``, :meth:`RedisCache.stats`).
+  call succeeds. Its state is observable (:attr:`RedisCache.state`, :meth:`RedisCache.stats`).
 * Keys are ``<namespace>:v<KEY_SCHEMA_VERSION>:<digest>``; a key schema change therefore
   never reads old entries. Values are :mod:`~seesay.cache.codec` JSON written with a TTL;
   a value over ``max_value_bytes`` is not written, one that cannot be decoded reads as a miss.
@@ -33,7 +32,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from seesay.cache.breaker import BreakerConfig, BreakerState, CircuitBreaker
 from seesay.cache.codec import CorruptValueError, decode_result, encode_result
 from seesay.cache.keys import KEY_SCHEMA_VERSION, CacheKey
-from seesay.cache.observer import CacheObserver, NullObserver
 from seesay.errors import MissingDependencyError
 from seesay.types import GenerationResult
 
@@ -114,7 +112,6 @@ class RedisCache:
 
     Args:
         config: Connection and limits.
-        observer: Hears errors and breaker transitions.
         clock: Monotonic seconds for the breaker; injectable for tests.
         client: A ready ``redis.asyncio.Redis`` (tests); by default one is made from ``config.url``.
     """
@@ -125,12 +122,10 @@ class RedisCache:
         self,
         config: RedisCacheConfig,
         *,
-        observer: CacheObserver | None = None,
         clock: Callable[[], float] = time.monotonic,
         client: Redis | None = None,
     ) -> None:
         self.config = config
-        self._observer = observer or NullObserver()
         self._client = client if client is not None else connect(config)
         self.breaker = CircuitBreaker(config.breaker, clock=clock, on_change=self._on_breaker_change)
         self._counts = dict.fromkeys(("attempts", "skipped", "failures", "timeouts", "corrupt", "oversize"), 0)
@@ -210,7 +205,6 @@ class RedisCache:
 
     def _fail(self, reason: str) -> None:
         self._counts["failures"] += 1
-        self._observer.on_error(TIER)
         log.debug("redis cache call failed: %s", reason)
         self.breaker.record_failure()
 
@@ -247,7 +241,6 @@ class RedisCache:
                         redacted_url(self.config.url), self.config.breaker.cooldown_s)
         elif state is BreakerState.CLOSED:
             log.info("redis cache at %s is back", redacted_url(self.config.url))
-        self._observer.on_breaker_state(TIER, state.value)
 
 
 def connect(config: RedisCacheConfig) -> Redis:

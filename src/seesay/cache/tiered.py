@@ -6,14 +6,13 @@ Contract:
   where the answer came from (:class:`CacheLookup`).
 * :meth:`ResponseCache.put` writes L1 and L2 (L2 failures are absorbed by the tier).
   Only complete answers are stored: a ``cancelled`` result never is.
-* :meth:`ResponseCache.get_or_compute` is the request path: a hit returns at once;
-  otherwise identical concurrent misses share **one** computation, run as its own task so
-  that a caller going away does not cancel it for the others. Its result is stored and
-  handed to every waiter; its exception reaches every waiter and nothing is stored, so the
-  next request computes afresh.
-* A streaming request cannot hand its stream to others, so it registers the answer it is
-  producing with :meth:`ResponseCache.share` (a future resolved as its stream ends);
-  identical requests :meth:`ResponseCache.join` it, and compute themselves if it fails.
+* Single flight: a caller about to compute a missing answer registers it with
+  :meth:`ResponseCache.share` (an awaitable it resolves with the final result, or fails);
+  identical requests that arrive meanwhile :meth:`ResponseCache.join` it instead of computing
+  again, and compute themselves if it fails. The shared answer is stored when it arrives.
+* Every cache event is counted in one place, this class's :class:`CacheStats`; the tiers add
+  their own counters to it. ``/admin/cache``, ``seesay cache stats`` and the Prometheus metrics
+  all read :meth:`ResponseCache.stats`.
 * The L2 tier is chosen by URL scheme from :data:`SHARED_TIERS` (a registry), so another
   shared store plugs in without touching this module.
 
@@ -26,24 +25,20 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from seesay.cache.keys import CacheKey
 from seesay.cache.memory import MemoryCache, MemoryCacheConfig, MemoryStats
-from seesay.cache.observer import CacheObserver, CountingObserver, ObserverFanout
 from seesay.cache.redis import RedisCache, RedisCacheConfig, RedisStats
 from seesay.types import GenerationResult, Timings
 
 log = logging.getLogger(__name__)
 
-CacheSource = Literal["memory", "redis", "computed", "coalesced", "bypass"]
-_HEADER_VALUES: dict[CacheSource, str] = {
-    "memory": "hit-memory", "redis": "hit-redis", "computed": "miss", "coalesced": "miss", "bypass": "miss",
-}
-_HITS: frozenset[CacheSource] = frozenset({"memory", "redis"})
-Compute = Callable[[], Awaitable[GenerationResult]]
+CacheSource = Literal["memory", "redis", "coalesced"]
+_HEADER_VALUES: dict[CacheSource, str] = {"memory": "hit-memory", "redis": "hit-redis", "coalesced": "miss"}
 
 
 class SharedTier(Protocol):
@@ -70,9 +65,8 @@ class CacheLookup:
 
     Attributes:
         result: The answer as stored (its ``request_id`` is the one that computed it).
-        source: ``memory`` or ``redis`` for hits; ``computed`` when this caller computed it,
-            ``coalesced`` when it joined an identical computation, ``bypass`` when the cache
-            was not read.
+        source: ``memory`` or ``redis`` for hits; ``coalesced`` for the answer of an identical
+            request computed meanwhile.
     """
 
     result: GenerationResult
@@ -80,7 +74,7 @@ class CacheLookup:
 
     @property
     def hit(self) -> bool:
-        return self.source in _HITS
+        return self.source != "coalesced"
 
     @property
     def header(self) -> str:
@@ -138,153 +132,101 @@ class ResponseCache:
     Args:
         memory: The L1 tier.
         shared: The L2 tier, or ``None`` for L1 only.
-        observer: Hears hits, misses and stores (metrics); errors and breaker transitions
-            come from the shared tier's own observer (see :func:`build_response_cache`).
     """
 
-    def __init__(self, memory: MemoryCache, shared: SharedTier | None = None, *,
-                 observer: CacheObserver | None = None) -> None:
+    def __init__(self, memory: MemoryCache, shared: SharedTier | None = None) -> None:
         self.memory = memory
         self.shared = shared
-        self._counts = CountingObserver()
-        self._observer = ObserverFanout([self._counts, *([observer] if observer else [])])
-        self._inflight: dict[str, asyncio.Task[CacheLookup]] = {}
+        self._inflight: dict[str, asyncio.Task[GenerationResult]] = {}
+        self._hits: Counter[str] = Counter()
+        self._stores: Counter[str] = Counter()
+        self._misses = 0
         self._coalesced = 0
 
     async def get(self, key: CacheKey) -> CacheLookup | None:
-        """L1, then L2 (promoting a hit into L1); ``None`` on a miss. Reports no miss itself."""
+        """L1, then L2 (promoting a hit into L1); ``None`` on a miss, which it does not count:
+        the caller counts it by computing (:meth:`share`) or joining (:meth:`join`)."""
         result = self.memory.get(key)
         if result is not None:
-            self._observer.on_hit(self.memory.name)
+            self._hits[self.memory.name] += 1
             return CacheLookup(result, "memory")
-        return await self._shared_lookup(key)
+        if self.shared is None or (result := await self.shared.get(key)) is None:
+            return None
+        self._hits[self.shared.name] += 1
+        self._store_in_memory(key, result)
+        return CacheLookup(result, "redis")
 
     async def put(self, key: CacheKey, result: GenerationResult) -> None:
         """Store ``result`` in L1 and L2 (unless :func:`should_store` says no)."""
         if not should_store(result):
             return
-        if self.memory.put(key, result):
-            self._observer.on_store(self.memory.name)
+        self._store_in_memory(key, result)
         if self.shared is not None and await self.shared.put(key, result):
-            self._observer.on_store(self.shared.name)
+            self._stores[self.shared.name] += 1
 
-    async def get_or_compute(self, key: CacheKey, compute: Compute, *, read: bool = True,
-                             write: bool = True) -> CacheLookup:
-        """The answer for ``key``: cached, joined, or computed once and stored.
+    def share(self, key: CacheKey, answer: Awaitable[GenerationResult], *,
+              write: bool = True) -> asyncio.Future[GenerationResult]:
+        """Register ``answer``, about to be computed by the caller, as the one in flight for ``key``.
 
-        Args:
-            key: The request's key.
-            compute: Produces the answer (the engine call); run at most once per concurrent key.
-            read: Look up the cache and join computations in flight (``False``: ``no-cache``).
-            write: Store a computed answer.
+        The caller resolves it with the final result (or fails it if the answer fails or its
+        client goes away); meanwhile identical requests can :meth:`join` it. The result is
+        stored when it arrives if ``write``. Counts a miss. If ``key`` already has an answer in
+        flight, ``answer`` is ignored.
 
         Returns:
-            The answer and its source.
-
-        Raises:
-            Exception: Whatever ``compute`` raised; nothing is stored then.
+            The answer in flight for ``key``: done once it is stored (when ``write``) or failed.
         """
-        if not read:
-            result = await compute()
-            if write:
-                await self.put(key, result)
-            return CacheLookup(result, "bypass")
-        cached = self.memory.get(key)  # synchronous: nothing can slip in before the join below
-        if cached is not None:
-            self._observer.on_hit(self.memory.name)
-            return CacheLookup(cached, "memory")
         flight = self._inflight.get(key.digest)
-        if flight is None:
-            return await asyncio.shield(self._start(key, self._fill(key, compute, write)))
-        return await self._follow(flight)
-
-    def share(self, key: CacheKey, result: Awaitable[GenerationResult], *, write: bool = True) -> None:
-        """Make an answer produced elsewhere the computation in flight for ``key``.
-
-        For a streaming request: the service passes a future that it resolves with the final
-        result as the stream ends (or fails if the stream fails or the client goes away);
-        meanwhile identical requests can :meth:`join` it. The result is stored when it arrives.
-        Does nothing if ``key`` already has a computation in flight.
-        """
-        if key.digest not in self._inflight:
-            self._observer.on_miss()
-            self._start(key, self._settle(key, result, write))
+        if flight is not None:
+            return flight
+        self._misses += 1
+        task = asyncio.ensure_future(self._settle(key, answer, write))
+        task.add_done_callback(_consume_exception)
+        self._inflight[key.digest] = task
+        return task
 
     async def join(self, key: CacheKey) -> CacheLookup | None:
-        """The outcome of ``key``'s computation in flight; ``None`` if there is none or it failed.
+        """The answer in flight for ``key``; ``None`` if there is none or it failed (then compute it).
 
-        The streaming path's counterpart of :meth:`get_or_compute`: a caller that gets ``None``
-        computes the answer itself.
+        An answer joined counts as a miss and as coalesced; a failed one counts nothing here (the
+        caller counts its miss when it computes the answer itself).
         """
         flight = self._inflight.get(key.digest)
         if flight is None:
             return None
         try:
-            lookup = await self._follow(flight)
+            result = await asyncio.shield(flight)
         except Exception:
             return None
-        return lookup if should_store(lookup.result) else None
+        if not should_store(result):
+            return None
+        self._misses += 1
+        self._coalesced += 1
+        return CacheLookup(result, "coalesced")
 
     def in_flight(self, key: CacheKey) -> bool:
         """Whether an answer for ``key`` is being computed now (:meth:`join` would wait for it)."""
         return key.digest in self._inflight
 
-    def _start(self, key: CacheKey, work: Awaitable[CacheLookup]) -> asyncio.Task[CacheLookup]:
-        task = asyncio.ensure_future(work)
-        self._inflight[key.digest] = task
-        task.add_done_callback(_consume_exception)
-        return task
-
-    async def _follow(self, flight: asyncio.Task[CacheLookup]) -> CacheLookup:
-        """Wait for another caller's computation; report a hit or a (coalesced) miss."""
-        lookup = await asyncio.shield(flight)
-        if lookup.hit:
-            self._observer.on_hit(lookup.source)
-            return lookup
-        self._coalesced += 1
-        self._observer.on_miss()
-        return CacheLookup(lookup.result, "coalesced")
-
-    async def _fill(self, key: CacheKey, compute: Compute, write: bool) -> CacheLookup:
-        """The one computation for ``key``: L2, else ``compute`` and store. Leaves the in-flight table."""
+    async def _settle(self, key: CacheKey, answer: Awaitable[GenerationResult], write: bool) -> GenerationResult:
         try:
-            lookup = await self._shared_lookup(key)
-            if lookup is not None:
-                return lookup
-            self._observer.on_miss()
-            return await self._store_when_done(key, compute(), write)
+            result = await answer
+            if write:
+                await self.put(key, result)
+            return result
         finally:
             del self._inflight[key.digest]
 
-    async def _settle(self, key: CacheKey, result: Awaitable[GenerationResult], write: bool) -> CacheLookup:
-        try:
-            return await self._store_when_done(key, result, write)
-        finally:
-            del self._inflight[key.digest]
-
-    async def _store_when_done(self, key: CacheKey, result: Awaitable[GenerationResult], write: bool) -> CacheLookup:
-        answer = await result
-        if write:
-            await self.put(key, answer)
-        return CacheLookup(answer, "computed")
-
-    async def _shared_lookup(self, key: CacheKey) -> CacheLookup | None:
-        """L2, promoting a hit into L1; ``None`` without L2 or on an L2 miss."""
-        if self.shared is None or (result := await self.shared.get(key)) is None:
-            return None
-        self._observer.on_hit(self.shared.name)
+    def _store_in_memory(self, key: CacheKey, result: GenerationResult) -> None:
         if self.memory.put(key, result):
-            self._observer.on_store(self.memory.name)
-        return CacheLookup(result, "redis")
+            self._stores[self.memory.name] += 1
 
     def stats(self) -> CacheStats:
-        """Counters and sizes of this process (L2 entry counts need :meth:`SharedTier.count`)."""
-        return CacheStats(
-            hits=dict(self._counts.hits), misses=self._counts.misses, coalesced=self._coalesced,
-            stores=dict(self._counts.stores),
-            errors={self.shared.name: self.shared.stats().failures} if self.shared else {},
-            memory=self.memory.stats(), redis=self.shared.stats() if self.shared else None,
-        )
+        """Every counter of this process's cache (L2 entry counts need :meth:`SharedTier.count`)."""
+        shared = self.shared.stats() if self.shared is not None else None
+        errors = {self.shared.name: shared.failures} if self.shared is not None and shared is not None else {}
+        return CacheStats(hits=dict(self._hits), misses=self._misses, coalesced=self._coalesced,
+                          stores=dict(self._stores), errors=errors, memory=self.memory.stats(), redis=shared)
 
     async def clear(self) -> ClearReport:
         """Empty L1 and L2 (L2: every key of this schema; raises if Redis cannot be reached)."""
@@ -292,31 +234,27 @@ class ResponseCache:
         return ClearReport(memory, await self.shared.clear() if self.shared is not None else None)
 
     async def close(self) -> None:
-        """Wait for computations in flight, then close the shared tier."""
+        """Wait for answers in flight, then close the shared tier."""
         if self._inflight:
             await asyncio.gather(*self._inflight.values(), return_exceptions=True)
         if self.shared is not None:
             await self.shared.close()
 
 
-def _consume_exception(task: asyncio.Task[CacheLookup]) -> None:
-    """Mark a failed fill's exception as seen even when every waiter went away."""
+def _consume_exception(task: asyncio.Task[GenerationResult]) -> None:
+    """Mark a failed answer's exception as seen even when nobody joined it."""
     if not task.cancelled():
         task.exception()
 
 
-SharedTierFactory = Callable[[RedisCacheConfig, CacheObserver | None], SharedTier]
+SharedTierFactory = Callable[[RedisCacheConfig], SharedTier]
 
-SHARED_TIERS: dict[str, SharedTierFactory] = {
-    "redis": lambda config, observer: RedisCache(config, observer=observer),
-    "rediss": lambda config, observer: RedisCache(config, observer=observer),
-    "unix": lambda config, observer: RedisCache(config, observer=observer),
-}
+SHARED_TIERS: dict[str, SharedTierFactory] = {"redis": RedisCache, "rediss": RedisCache, "unix": RedisCache}
 """URL scheme → L2 tier factory."""
 
 
-def build_response_cache(memory: MemoryCacheConfig | None = None, shared: RedisCacheConfig | None = None, *,
-                         observer: CacheObserver | None = None) -> ResponseCache:
+def build_response_cache(memory: MemoryCacheConfig | None = None,
+                         shared: RedisCacheConfig | None = None) -> ResponseCache:
     """A :class:`ResponseCache` from settings; ``shared=None`` (no ``--redis-url``) means L1 only.
 
     Raises:
@@ -332,5 +270,5 @@ def build_response_cache(memory: MemoryCacheConfig | None = None, shared: RedisC
                 f"unsupported shared cache URL {scheme + '://'!r}; use one of: "
                 + ", ".join(f"{name}://" for name in sorted(SHARED_TIERS))
             ) from None
-        tier = factory(shared, observer)
-    return ResponseCache(MemoryCache(memory), tier, observer=observer)
+        tier = factory(shared)
+    return ResponseCache(MemoryCache(memory), tier)

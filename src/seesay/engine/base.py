@@ -18,10 +18,8 @@ worker threads. ``prepare`` may be called from several threads at once, also whi
 
 from __future__ import annotations
 
-import queue
-import threading
 from abc import ABC, abstractmethod
-from collections.abc import Generator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -112,52 +110,3 @@ class Engine(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook, most engines hold nothing to release
         """Release the model and any resources; the engine is unusable afterwards."""
-
-    def answer(self, request: GenerationRequest) -> GenerationResult:
-        """Prepare and generate one request on its own."""
-        return self.generate([self.prepare(request)])[0]
-
-    def stream(self, request: GenerationRequest) -> Generator[str, None, GenerationResult]:
-        """Yield the answer's text deltas as they are generated.
-
-        Generation runs in a worker thread; closing the iterator early cancels it.
-        The final :class:`GenerationResult` is available as ``StopIteration.value``.
-        """
-        prepared = self.prepare(request)
-        sink = _QueueObserver()
-        results: list[GenerationResult] = []
-        errors: list[BaseException] = []
-
-        def run() -> None:
-            try:
-                results.extend(self.generate([prepared], sink))
-            except BaseException as exc:  # re-raised in the consumer's thread below
-                errors.append(exc)
-            finally:
-                sink.deltas.put(None)
-
-        worker = threading.Thread(target=run, name=f"stream-{request.request_id}", daemon=True)
-        worker.start()
-        try:
-            while (delta := sink.deltas.get()) is not None:
-                yield delta
-        finally:
-            sink.cancelled.set()
-            worker.join()
-        if errors:
-            raise errors[0]
-        return results[0]
-
-
-class _QueueObserver:
-    """Observer for a single-row ``generate`` that hands deltas to another thread."""
-
-    def __init__(self) -> None:
-        self.deltas: queue.Queue[str | None] = queue.Queue()
-        self.cancelled = threading.Event()
-
-    def on_text(self, row: int, delta: str) -> None:
-        self.deltas.put(delta)
-
-    def is_cancelled(self, row: int) -> bool:
-        return self.cancelled.is_set()

@@ -14,8 +14,8 @@ Importing this package loads no detector library: NudeNet (``pip install 'seesay
 and transformers are imported when a detector that needs them is loaded.
 """
 
+from seesay.errors import ContentPolicyViolation, SafetyConfigError, SafetyUnavailableError
 from seesay.safety.audit import AuditLog, BlockEvent, NullObserver, SafetyObserver, Where
-from seesay.safety.errors import ContentPolicyViolation, SafetyConfigError, SafetyUnavailableError
 from seesay.safety.gate import Refusal, SafetyConfig, SafetyGate, prompt_text
 from seesay.safety.image import (
     FlagDetector,

@@ -1,12 +1,12 @@
 """The safety gate: what the service calls, before the scheduler and around the engine's answer.
 
 Contract: :meth:`SafetyGate.from_config` builds every configured screen at start-up and fails
-closed (:class:`~seesay.safety.errors.SafetyConfigError` with the fix); a screen is off only
+closed (:class:`~seesay.errors.SafetyConfigError` with the fix); a screen is off only
 when the configuration says so explicitly. Per request:
 
 * :meth:`SafetyGate.screen_request` screens the pictures (detector, cached by content hash),
   then the prompt text. A block is audited and counted, then, depending on ``on_block``,
-  raised as :class:`~seesay.safety.errors.ContentPolicyViolation` (HTTP 400, ``seesay ask``
+  raised as :class:`~seesay.errors.ContentPolicyViolation` (HTTP 400, ``seesay ask``
   exits non-zero) or returned as a :class:`Refusal` that the service answers with
   (``finish_reason="content_filter"``) without running the model.
 * :meth:`SafetyGate.check_answer` judges a complete answer; a blocked one becomes a
@@ -27,9 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
+from seesay.errors import ContentPolicyViolation
 from seesay.images import NormalizedImage
 from seesay.safety.audit import AuditLog, BlockEvent, NullObserver, SafetyObserver, Where
-from seesay.safety.errors import ContentPolicyViolation
 from seesay.safety.image import ImageScreen, ImageVerdict, load_detector
 from seesay.safety.policy import PolicyFile
 from seesay.safety.stream import StreamGuard

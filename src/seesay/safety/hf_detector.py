@@ -18,8 +18,7 @@ from typing import Any
 
 from PIL import Image
 
-from seesay.errors import MissingDependencyError
-from seesay.safety.errors import SafetyConfigError
+from seesay.errors import MissingDependencyError, SafetyConfigError
 from seesay.safety.image import ImageDetector, ImageVerdict, register_detector
 
 

@@ -12,12 +12,12 @@ Contract:
   tool that flags every picture, or the listed content hashes). Implementations live in their
   own modules and are imported only when loaded, so importing this module stays light.
 * :func:`load_detector` fails closed: a detector that cannot load or cannot classify a test
-  picture raises :class:`~seesay.safety.errors.SafetyConfigError` saying how to fix it, and the
+  picture raises :class:`~seesay.errors.SafetyConfigError` saying how to fix it, and the
   service must refuse to start. Turning image screening off is the caller's explicit setting,
   never a fallback.
 * :class:`ImageScreen` runs the detector with a bounded LRU cache of verdicts keyed by
   :attr:`NormalizedImage.content_hash`, so a standard product photo is screened once. A
-  detector that fails on a request raises :class:`~seesay.safety.errors.SafetyUnavailableError`:
+  detector that fails on a request raises :class:`~seesay.errors.SafetyUnavailableError`:
   the image is refused, never passed unscreened.
 """
 
@@ -34,8 +34,8 @@ from typing import Any, ClassVar
 
 from PIL import Image
 
+from seesay.errors import SafetyConfigError, SafetyUnavailableError
 from seesay.images import NormalizedImage, content_hash
-from seesay.safety.errors import SafetyConfigError, SafetyUnavailableError
 
 SAFETY_EXTRA_HINT = "pip install 'seesay[safety]'"
 

@@ -28,8 +28,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from seesay.errors import MissingDependencyError
-from seesay.safety.errors import SafetyConfigError
+from seesay.errors import MissingDependencyError, SafetyConfigError
 from seesay.safety.image import ImageDetector, ImageVerdict, register_detector
 
 # NudeNet 3.4's class order (the model's output rows 4..21).

@@ -1,7 +1,7 @@
 """Policy files: the operator's TOML or YAML text policy, validated, and reloaded when it changes.
 
 Contract: :func:`load_policy` turns a file into a :class:`~seesay.safety.text.TextPolicy` or
-raises :class:`~seesay.safety.errors.SafetyConfigError` naming the file, the key and the fix;
+raises :class:`~seesay.errors.SafetyConfigError` naming the file, the key and the fix;
 a key the policy does not know is an error, so a typo never silently weakens screening.
 :func:`default_policy` is the Chinese + English policy shipped in the package
 (``default_policy.toml``, which documents the format). :class:`PolicyFile` keeps the current
@@ -23,8 +23,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from seesay.errors import MissingDependencyError
-from seesay.safety.errors import SafetyConfigError
+from seesay.errors import MissingDependencyError, SafetyConfigError
 from seesay.safety.text import Refusals, RegexPattern, Rule, TextPolicy
 
 logger = logging.getLogger("seesay.safety")

@@ -17,21 +17,22 @@ from seesay.api.answers import (
 )
 from seesay.api.dependencies import RuntimeDep, require_caller
 from seesay.api.protocol import ChatCompletionRequest, ChatCompletionResponse, answer_responses
+from seesay.api.questions import chat_question
 from seesay.api.record import record_of
 
 router = APIRouter(dependencies=[Depends(require_caller)])
+
 
 @router.post("/v1/chat/completions", response_model=None, responses=answer_responses(ChatCompletionResponse))
 async def create_chat_completion(body: ChatCompletionRequest, request: Request, runtime: RuntimeDep) -> Response:
     """Answer a conversation with images; ``stream: true`` for server-sent events."""
     record = record_of(request)
     record.model = runtime.model_name
+    question = chat_question(body, record.request_id)
+    if runtime.settings.debug:
+        record.prompt = question.turns[-1].text
     opt_out = cache_opt_out(request, body.seesay.cache if body.seesay is not None else None)
-    async with runtime.service.admission() as admission:  # 429 before any image is decoded
-        generation = await runtime.intake.chat_request(body, record.request_id)
-        if runtime.settings.debug:
-            record.prompt = generation.messages[-1].text
-        stream = await runtime.service.submit(generation, admission, stream=body.stream, opt_out=opt_out)
+    stream = await runtime.service.answer(question, stream=body.stream, opt_out=opt_out)
     headers = cache_header(stream, record)
     if body.stream:
         include_usage = body.stream_options is not None and body.stream_options.include_usage

@@ -1,4 +1,4 @@
-"""``GET /v1/models``: the model this server answers with, as OpenAI lists models."""
+"""``GET /v1/models``: the models this server answers with, as OpenAI lists models."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ router = APIRouter(dependencies=[Depends(require_caller)])
 
 @router.get("/v1/models")
 async def list_models(runtime: RuntimeDep) -> ModelList:
-    return ModelList(data=[ModelCard(id=runtime.model_name, created=runtime.created)])
+    return ModelList(data=[ModelCard(id=name, created=runtime.created) for name in runtime.service.model_names])
 
 
 @router.get("/v1/models/{model_id:path}")
 async def get_model(model_id: str, runtime: RuntimeDep) -> ModelCard:
-    runtime.intake.check_model(model_id)
-    return ModelCard(id=runtime.model_name, created=runtime.created)
+    runtime.service.adapter_for(model_id)  # 404 for a model this server does not serve
+    return ModelCard(id=model_id, created=runtime.created)

@@ -19,20 +19,21 @@ from seesay.api.answers import (
 )
 from seesay.api.dependencies import RuntimeDep, require_caller
 from seesay.api.protocol import VqaForm, VqaResponse, answer_responses
+from seesay.api.questions import vqa_question
 from seesay.api.record import record_of
 
 router = APIRouter(dependencies=[Depends(require_caller)])
+
 
 @router.post("/v1/vqa", response_model=None, responses=answer_responses(VqaResponse))
 async def answer_question(form: Annotated[VqaForm, Form()], request: Request, runtime: RuntimeDep) -> Response:
     """Answer ``question`` about the uploaded ``image``."""
     record = record_of(request)
     record.model = runtime.model_name
-    async with runtime.service.admission() as admission:  # 429 before the image is decoded
-        generation = await runtime.intake.vqa_request(form, record.request_id)
-        if runtime.settings.debug:
-            record.prompt = form.question
-        stream = await runtime.service.submit(generation, admission, opt_out=cache_opt_out(request, form.cache))
+    question = vqa_question(form, await form.image.read(), record.request_id)
+    if runtime.settings.debug:
+        record.prompt = form.question
+    stream = await runtime.service.answer(question, opt_out=cache_opt_out(request, form.cache))
     headers = cache_header(stream, record)
     result = await answer_or_cancel(request, stream)
     note_result(record, result, stream.first_text_at)

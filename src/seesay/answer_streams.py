@@ -1,20 +1,21 @@
-"""The stages of one answer on its way out: a replayed answer, and a screened scheduler answer.
+"""Answer streams: how one answer reaches its caller, whatever produced it.
 
-Contract: both classes here implement :class:`seesay.service.AnswerStream`.
+Contract: every answer the service hands out is an :class:`AnswerStream`: text deltas (when
+streamed), then the final :class:`~seesay.types.GenerationResult`, with where it came from.
 
-* :class:`ReplayStream` is an answer that is already complete: a response-cache hit, an answer
-  joined from an identical request, or a refusal of a blocked image or prompt. Streamed, its
-  text arrives as one delta, then the result.
+* :class:`ReplayStream` is an answer that is already complete: a response-cache hit, the answer
+  of an identical request, or a refusal of a blocked image or prompt. Streamed, its text
+  arrives as one delta, then the result.
 * :class:`ScreenedStream` wraps the scheduler's :class:`~seesay.scheduler.Submission` and
   screens the answer before any of it leaves: a streamed answer through the safety gate's
   :class:`~seesay.safety.StreamGuard` (no part of a blocked phrase is ever yielded; once the
   guard blocks, generation is cancelled and the refusal is the last delta), a whole answer
   through :meth:`~seesay.safety.SafetyGate.check_answer`. A blocked answer's result carries the
   refusal text and ``finish_reason="content_filter"``.
-* A :class:`ScreenedStream` may settle a future with its final, screened result, which is what
-  the response cache stores and hands to identical requests (see
-  :meth:`seesay.cache.ResponseCache.share`). Every way out settles it: the result, or
-  :class:`AnswerNotShared` when the answer failed, was cancelled or its consumer left.
+* A :class:`ScreenedStream` may resolve a :data:`SharedAnswer` with its final, screened result:
+  what the response cache stores and hands to identical requests (see
+  :meth:`seesay.cache.ResponseCache.share`). Every way out resolves it: with the result, or
+  with :class:`AnswerNotShared` when the answer failed, was cancelled or its consumer left.
 """
 
 from __future__ import annotations
@@ -24,32 +25,63 @@ import dataclasses
 import time
 from collections.abc import AsyncIterator
 from contextlib import aclosing
+from typing import Protocol
 
+from seesay.errors import EngineFailedError
 from seesay.safety import SafetyGate
-from seesay.scheduler import EngineFailedError, Submission
+from seesay.scheduler import Submission
 from seesay.types import GenerationRequest, GenerationResult, Usage
 
 MISS = "miss"
 """The ``X-Seesay-Cache`` value of an answer computed for this request (hits: ``hit-memory``, ``hit-redis``)."""
 
-Settle = asyncio.Future[GenerationResult]
+SharedAnswer = asyncio.Future[GenerationResult]
+"""An answer being computed for one request and shared with identical ones (see the module docstring)."""
+
+
+class AnswerStream(Protocol):
+    """One answer on its way to its caller (see the module docstring)."""
+
+    @property
+    def request_id(self) -> str: ...
+
+    @property
+    def first_text_at(self) -> float | None:
+        """``time.monotonic()`` when the first answer text was ready for the client."""
+
+    @property
+    def cache_status(self) -> str:
+        """``hit-memory``, ``hit-redis`` or ``miss`` (the ``X-Seesay-Cache`` header)."""
+
+    @property
+    def replayed(self) -> bool:
+        """The engine did not generate this answer for this request (cache, identical request, refusal)."""
+
+    def events(self) -> AsyncIterator[str | GenerationResult]:
+        """Text deltas (when streamed), then the final result; errors are raised as ``SeesayError``."""
+
+    async def result(self) -> GenerationResult:
+        """The final result."""
+
+    def cancel(self) -> None:
+        """The caller went away: stop working on the answer."""
 
 
 class AnswerNotShared(Exception):
     """The answer identical requests were waiting for will not come; they compute their own."""
 
 
-def new_settle() -> Settle:
-    """A future for :class:`ScreenedStream` to settle; a failure is never reported as unretrieved."""
-    future: Settle = asyncio.get_running_loop().create_future()
+def new_shared_answer() -> SharedAnswer:
+    """A future for :class:`ScreenedStream` to resolve; a failure is never reported as unretrieved."""
+    future: SharedAnswer = asyncio.get_running_loop().create_future()
     future.add_done_callback(lambda done: done.exception())
     return future
 
 
-def abandon(settle: Settle | None, reason: str) -> None:
-    """Fail ``settle`` with :class:`AnswerNotShared` unless it is already settled."""
-    if settle is not None and not settle.done():
-        settle.set_exception(AnswerNotShared(reason))
+def withdraw(shared: SharedAnswer | None, reason: str) -> None:
+    """Fail ``shared`` with :class:`AnswerNotShared` unless it is already resolved."""
+    if shared is not None and not shared.done():
+        shared.set_exception(AnswerNotShared(reason))
 
 
 def refusal_result(request: GenerationRequest, text: str, usage: Usage | None = None) -> GenerationResult:
@@ -104,17 +136,17 @@ class ScreenedStream:
     Args:
         submission: The queued request.
         gate: The safety gate.
-        settle: Resolved with the final, screened result (for the response cache), or ``None``.
+        shared: Resolved with the final, screened result (for the response cache), or ``None``.
     """
 
     cache_status = MISS
     replayed = False
 
-    def __init__(self, submission: Submission, gate: SafetyGate, settle: Settle | None = None) -> None:
+    def __init__(self, submission: Submission, gate: SafetyGate, shared: SharedAnswer | None = None) -> None:
         self._submission = submission
         self._request = submission.prepared.request
         self._gate = gate
-        self._settle = settle
+        self._shared = shared
         self._guard = gate.guard_stream(self._request) if submission.stream else None
         self._released_at: float | None = None
 
@@ -139,14 +171,14 @@ class ScreenedStream:
                     yield item
                 return
         finally:
-            abandon(self._settle, "the request computing this answer ended without one")
+            withdraw(self._shared, "the request computing this answer ended without one")
 
     async def result(self) -> GenerationResult:
         return await final_result(self.events())
 
     def cancel(self) -> None:
         self._submission.cancel()
-        abandon(self._settle, "the request computing this answer was cancelled")
+        withdraw(self._shared, "the request computing this answer was cancelled")
 
     def _release(self, delta: str) -> str:
         """What of ``delta`` may go out now; a block cancels the generation."""
@@ -187,5 +219,5 @@ class ScreenedStream:
         return None if refusal is None else refusal.text
 
     def _resolve(self, final: GenerationResult) -> None:
-        if self._settle is not None and not self._settle.done():
-            self._settle.set_result(final)
+        if self._shared is not None and not self._shared.done():
+            self._shared.set_result(final)

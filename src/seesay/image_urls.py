@@ -13,7 +13,8 @@ URL and each redirect, checked one by one: the HTTP client never follows redirec
    carry the host name), so a second DNS answer cannot swap in another address.
 
 The whole fetch, redirects included, must finish within ``timeout_s`` and the body must stay
-within ``max_bytes`` (checked against Content-Length first, then while reading).
+within ``max_bytes`` (checked against Content-Length first, then while reading). httpx (the
+``serve`` extra) is needed only when URL images are enabled.
 """
 
 from __future__ import annotations
@@ -25,19 +26,13 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import httpx
 
-from seesay.errors import ImageTooLargeError, InvalidImageError
+from seesay.errors import ImageTooLargeError, ImageUrlError
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Resolver = Callable[[str, int], Awaitable[list[IPAddress]]]
 
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
-
-
-class ImageUrlError(InvalidImageError):
-    """An image URL that this server will not fetch, or whose fetch failed."""
-
-    code = "invalid_image_url"
 
 
 async def system_resolver(host: str, port: int) -> list[IPAddress]:

@@ -15,8 +15,8 @@ import pytest
 
 from fakes import FakeEngine, app_client, fake_settings, png_bytes
 from seesay.api.app import build_app
-from seesay.api.image_urls import ImageUrlError, IPAddress, UrlImageFetcher, host_allowed, is_public_address
-from seesay.errors import ImageTooLargeError
+from seesay.errors import ImageTooLargeError, ImageUrlError
+from seesay.image_urls import IPAddress, UrlImageFetcher, host_allowed, is_public_address
 
 PNG = png_bytes()
 
@@ -210,12 +210,12 @@ async def test_with_an_allow_list_private_addresses_are_still_refused(server: st
 async def test_the_fetcher_reaches_a_server_through_the_api_when_policy_allows(
     server: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from seesay.api import app as app_module
+    import seesay.image_urls
 
-    def permissive(settings: Any) -> UrlImageFetcher:
-        return fetcher(allowlist=settings.url_allowlist)
+    def permissive(allowlist: Any, **options: Any) -> UrlImageFetcher:
+        return fetcher(allowlist=allowlist)
 
-    monkeypatch.setattr(app_module, "url_fetcher", permissive)
+    monkeypatch.setattr(seesay.image_urls, "UrlImageFetcher", permissive)
     engine = FakeEngine()
     settings = fake_settings(allow_url_images=True, url_allowlist="127.0.0.1")
     async with app_client(build_app(settings, engine)) as client:
