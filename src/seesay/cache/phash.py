@@ -13,9 +13,8 @@ Contract:
   blind to, above all the same product in another colour.
 * :meth:`NearDuplicateRule.matches`: two hashes match when the structure hashes are within
   ``max_hamming`` bits *and* no grid cell differs by more than ``max_colour_delta`` (of 255)
-  in any channel. ``bench/phash_false_hits.py`` measures both on the demo catalogue;
-  the defaults give no false hit there (the same pose painted in another colour differs by
-  35 or more per cell, re-encodings by 3 or less).
+  in any channel. ``bench/phash_false_hits.py`` measures false and true hits on the demo
+  catalogue (figures in BENCHMARKS.md).
 * :class:`NearDuplicateIndex` maps a normalised image to the canonical hash used in cache
   keys (:func:`seesay.cache.keys.key_for`'s ``image_hash``): the content hash of the first
   picture it saw that matches, else the image's own content hash, which then becomes

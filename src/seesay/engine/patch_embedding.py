@@ -3,9 +3,8 @@
 Every Qwen-VL vision tower (Qwen2-VL, Qwen2.5-VL, Qwen3-VL) embeds its patches with an
 ``nn.Conv3d`` whose kernel equals its stride, applied to inputs that are exactly one kernel
 window each. Such a convolution is a linear map over the flattened window, and the general
-convolution path is far slower than the matrix multiply: about 3x for the 1,024 patches of 16
-demo pictures with torch 2.13 on this project's CPU, and orders of magnitude on some GPU and
-cuDNN versions (transformers issue #45750, vLLM PR #27418).
+convolution path is slower than the matrix multiply (BENCHMARKS.md has this project's figure;
+on some GPU and cuDNN versions by orders of magnitude: transformers issue #45750, vLLM PR #27418).
 
 :func:`linearise_patch_embeddings` swaps each such convolution for a :class:`PatchProjection`
 that holds the *same* weight and bias parameters, so the state dict, saved checkpoints and
