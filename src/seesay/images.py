@@ -7,9 +7,11 @@ count the file *declares*, so a decompression bomb fails before a pixel buffer i
 The picture is then decoded once (JPEGs at a reduced DCT scale when the budget allows it),
 oriented by its EXIF tag, converted to RGB (transparency composited on white, 16-bit scaled
 to 8-bit), and resized exactly once, with bicubic resampling as the Qwen-VL processor does,
-straight to the size that processor would choose under the :class:`PixelBudget`, so the
-processor does no second resampling. Its ``content_hash`` identifies the normalised pixels,
-whatever the container, for caches.
+straight to :meth:`PixelBudget.target_size`: the size that processor would choose, except
+where its arithmetic would break the budget (then the closest size within it), so every
+picture intake accepts is one the model can take, and the processor does no second
+resampling. Its ``content_hash`` identifies the normalised pixels, whatever the container,
+for caches.
 
 Every failure is an :class:`~seesay.errors.InvalidImageError` (or its subclass
 :class:`~seesay.errors.ImageTooLargeError`) whose message says, in plain words, what was wrong
