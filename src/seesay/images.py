@@ -7,9 +7,11 @@ count the file *declares*, so a decompression bomb fails before a pixel buffer i
 The picture is then decoded once (JPEGs at a reduced DCT scale when the budget allows it),
 oriented by its EXIF tag, converted to RGB (transparency composited on white, 16-bit scaled
 to 8-bit), and resized exactly once, with bicubic resampling as the Qwen-VL processor does,
-straight to the size that processor would choose under the :class:`PixelBudget`, so the
-processor does no second resampling. Its ``content_hash`` identifies the normalised pixels,
-whatever the container, for caches.
+straight to :meth:`PixelBudget.target_size`: the size that processor would choose, except
+where its arithmetic would break the budget (then the closest size within it), so every
+picture intake accepts is one the model can take, and the processor does no second
+resampling. Its ``content_hash`` identifies the normalised pixels, whatever the container,
+for caches.
 
 Every failure is an :class:`~seesay.errors.InvalidImageError` (or its subclass
 :class:`~seesay.errors.ImageTooLargeError`) whose message says, in plain words, what was wrong
@@ -111,11 +113,20 @@ class PixelBudget:
             )
 
     def target_size(self, width: int, height: int) -> tuple[int, int]:
-        """The (width, height) the Qwen-VL processor resizes a width × height picture to.
+        """The (width, height) a width × height picture is resized to under this budget.
 
-        Same arithmetic as transformers' ``smart_resize`` (which returns height first): both
-        sides multiples of ``factor``, area within the budget, aspect ratio as close as those
-        allow.
+        Contract: both sides are multiples of ``factor`` and at least ``factor``, and the area is
+        at most ``max_pixels``, for every picture of aspect ratio up to 200:1 and every valid
+        budget (``min_pixels == max_pixels`` included), so the engine can take every picture
+        intake produces. Whenever transformers' ``smart_resize`` (the Qwen-VL processor's
+        arithmetic, which returns height first) gives a size within ``max_pixels``, the answer
+        is exactly that size. ``smart_resize`` itself can overshoot: upsampling rounds both sides
+        up (80x40 under min = max = 16,384 px gives 192x96 = 18,432 px), and downsampling gives a
+        side that floors to zero a whole tile (1x200 under the same budget gives 32x1824). There
+        the answer is the grid of tiles, within ``max_pixels``, closest to the ideal size (the
+        picture scaled to ``min_pixels``, or ``max_pixels`` when it is larger): the one that
+        minimises ``log(w / ideal_w)² + log(h / ideal_h)²``, which weighs the errors in aspect
+        ratio and in area alike (ties go to the larger area).
 
         Raises:
             InvalidImageError: A side is zero or the aspect ratio is over 200:1.
@@ -126,6 +137,13 @@ class PixelBudget:
             raise InvalidImageError(
                 f"image aspect ratio {width}x{height} is over 200:1; crop it to a less extreme shape"
             )
+        w_bar, h_bar = self._smart_resize(width, height)
+        if w_bar * h_bar <= self.max_pixels:
+            return w_bar, h_bar
+        return self._closest_fit(width, height)
+
+    def _smart_resize(self, width: int, height: int) -> tuple[int, int]:
+        """transformers' ``smart_resize``, (width, height) first; it may exceed ``max_pixels``."""
         f = self.factor
         # A side under factor/2 rounds to 0 here; the area is then below min_pixels and the
         # upsampling branch gives it at least one tile, exactly as smart_resize does.
@@ -140,6 +158,24 @@ class PixelBudget:
             h_bar = math.ceil(height * beta / f) * f
             w_bar = math.ceil(width * beta / f) * f
         return w_bar, h_bar
+
+    def _closest_fit(self, width: int, height: int) -> tuple[int, int]:
+        """The tile grid within ``max_pixels`` closest to the ideal size (see :meth:`target_size`)."""
+        tiles = self.max_pixels // self.factor**2  # at least 1: max_pixels >= min_pixels >= factor²
+        area = width * height
+        scale = math.sqrt(min(max(area, self.min_pixels), self.max_pixels) / area) / self.factor
+        ideal_long, ideal_short = max(width, height) * scale, min(width, height) * scale
+        # The best grid puts the larger count on the longer side, so its shorter side holds at
+        # most isqrt(tiles) tiles; for each such count the error is convex in the longer count,
+        # so only the two whole numbers around the ideal (capped by the budget) can be best.
+        best = (math.inf, 0, 1, 1)
+        for short in range(1, math.isqrt(tiles) + 1):
+            most = tiles // short
+            for long in {min(most, max(1, math.floor(ideal_long))), min(most, max(1, math.ceil(ideal_long)))}:
+                error = math.log(short / ideal_short) ** 2 + math.log(long / ideal_long) ** 2
+                best = min(best, (error, -long * short, long, short))
+        long, short = best[2] * self.factor, best[3] * self.factor
+        return (long, short) if width >= height else (short, long)
 
     def image_tokens(self, width: int, height: int) -> int:
         """Visual tokens one width × height picture costs under this budget."""

@@ -9,6 +9,7 @@ import pytest
 import torch
 from transformers import AutoModelForImageTextToText, Qwen3VLForConditionalGeneration
 
+from checkpoint_format import assert_stock_checkpoint
 from seesay.demo.catalogue import (
     COLOURS_BY_KEY,
     KINDS_BY_KEY,
@@ -72,6 +73,10 @@ def test_built_folder_loads_like_the_engine_loads_it(tiny_build: tuple[Path, lis
     assert model.config.image_token_id == tokenizer.convert_tokens_to_ids("<|image_pad|>")
     assert model.config.vision_start_token_id == tokenizer.convert_tokens_to_ids("<|vision_start|>")
     assert model.config.text_config.vocab_size == len(tokenizer)
+
+
+def test_built_folder_is_a_stock_checkpoint(tiny_build: tuple[Path, list[str]]) -> None:
+    assert_stock_checkpoint(tiny_build[0])
 
 
 def test_training_sequences_match_serving_and_label_only_the_answer() -> None:

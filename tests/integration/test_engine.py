@@ -14,7 +14,7 @@ from seesay.demo.catalogue import COLOURS_BY_KEY, KINDS_BY_KEY, Item, draw_pictu
 from seesay.engine.config import TransformersEngineConfig
 from seesay.engine.patch_embedding import PatchProjection
 from seesay.engine.transformers import TransformersEngine
-from seesay.errors import ContextLengthExceededError, InvalidRequestError
+from seesay.errors import ContextLengthExceededError, InvalidRequestError, SeesayError
 from seesay.images import NormalizedImage, PixelBudget, load_image
 from seesay.types import ChatMessage, GenerationRequest, GenerationResult, SamplingParams
 
@@ -183,8 +183,23 @@ def test_engine_info_reports_cpu_placement(engine: TransformersEngine) -> None:
 def test_unknown_image_size_is_refused(engine: TransformersEngine) -> None:
     raw = Image.new("RGB", (100, 70), "red")
     unnormalised = NormalizedImage(raw, "x", "PNG", raw.size)
-    with pytest.raises(InvalidRequestError, match="not normalised"):
+    with pytest.raises(InvalidRequestError, match="not normalised") as refused:
         engine.prepare(ask(unnormalised, "What is this?"))
+    assert refused.value.status == 400
+    fitted = engine.pixel_budget.target_size(100, 70)
+    assert f"load_image with that budget, which makes it {fitted[0]}x{fitted[1]}" in refused.value.message
+
+
+def test_a_picture_intake_sized_wrongly_is_reported_as_a_server_bug(
+    engine: TransformersEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Should intake ever produce a size the model cannot take, the caller is told it is not their fault."""
+    monkeypatch.setattr(PixelBudget, "target_size", lambda self, width, height: (192, 96))
+    oversized = load_image(png_bytes(Image.new("RGB", (80, 40), "red")), engine.pixel_budget)
+    with pytest.raises(SeesayError, match="This is a bug in seesay; please report it") as refused:
+        engine.prepare(ask(oversized, "What is this?"))
+    assert refused.value.status == 500
+    assert "resized this 80x40 picture to 192x96" in refused.value.message
 
 
 def test_text_only_and_image_requests_share_a_batch(engine: TransformersEngine) -> None:

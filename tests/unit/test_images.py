@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import math
 import random
 import sys
 import zlib
@@ -12,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import assume, example, given, settings
+from hypothesis import strategies as st
 from PIL import Image, ImageFile, features
 from PIL.JpegImagePlugin import JpegImageFile
 
@@ -89,9 +92,78 @@ def test_target_size_equals_transformers_smart_resize(factor: int, min_pixels: i
         if max(width, height) / min(width, height) > 200:
             continue
         expected_h, expected_w = qwen2_vl.smart_resize(height, width, factor, min_pixels, max_pixels)
+        if expected_w * expected_h > max_pixels:
+            continue  # smart_resize breaks its own budget here; see the property tests below
         assert budget.target_size(width, height) == (expected_w, expected_h), (width, height)
         checked += 1
     assert checked > 1500
+
+
+@st.composite
+def budgets(draw: st.DrawFn) -> PixelBudget:
+    """Every valid budget shape: min = max, a narrow band, a wide one; Qwen's factors and odd ones."""
+    factor = draw(st.sampled_from([32, 28]) | st.integers(1, 64))
+    tile = factor * factor
+    min_pixels = draw(st.integers(tile, 4096 * tile))
+    max_pixels = draw(st.just(min_pixels) | st.integers(min_pixels, 4 * min_pixels)
+                      | st.integers(min_pixels, max(min_pixels, 16384 * tile)))
+    return PixelBudget(min_pixels=min_pixels, max_pixels=max_pixels, factor=factor)
+
+
+@st.composite
+def picture_sizes(draw: st.DrawFn) -> tuple[int, int]:
+    """(width, height) with an aspect ratio of at most 200:1, tiny to huge."""
+    width = draw(st.integers(1, 400) | st.integers(1, 40_000))
+    height = draw(st.integers(max(1, math.ceil(width / 200)), min(40_000, width * 200)))
+    return width, height
+
+
+DEMO = PixelBudget(min_pixels=128 * 128, max_pixels=128 * 128)
+
+
+@settings(derandomize=True, max_examples=1000, deadline=None)
+@given(budget=budgets(), size=picture_sizes())
+@example(budget=DEMO, size=(80, 40))  # the demo model's budget: smart_resize gives 192x96 = 18,432 px
+@example(budget=DEMO, size=(1, 200))
+@example(budget=PixelBudget(min_pixels=4096, max_pixels=65536), size=(100, 20_000))  # downsampling clamp
+def test_target_size_always_fits_the_budget_and_equals_smart_resize_where_that_fits(
+    budget: PixelBudget, size: tuple[int, int]
+) -> None:
+    qwen2_vl = pytest.importorskip("transformers.models.qwen2_vl.image_processing_pil_qwen2_vl")
+    width, height = size
+    target = budget.target_size(width, height)
+    f = budget.factor
+    assert target[0] % f == 0 and target[1] % f == 0, target
+    assert target[0] >= f and target[1] >= f, target
+    assert target[0] * target[1] <= budget.max_pixels, f"{target} is over max_pixels={budget.max_pixels}"
+    reference_h, reference_w = qwen2_vl.smart_resize(height, width, f, budget.min_pixels, budget.max_pixels)
+    if reference_w * reference_h <= budget.max_pixels:
+        assert target == (reference_w, reference_h)
+    assert budget.image_tokens(width, height) == (target[0] // f) * (target[1] // f)
+
+
+def _distortion(tiles: tuple[int, int], ideal: tuple[float, float]) -> float:
+    return sum(math.log(t / i) ** 2 for t, i in zip(tiles, ideal, strict=True))
+
+
+@settings(derandomize=True, max_examples=300, deadline=None)
+@given(budget=budgets().filter(lambda b: b.max_pixels // b.factor**2 <= 300), size=picture_sizes())
+def test_target_size_outside_smart_resize_is_the_closest_grid_within_the_budget(
+    budget: PixelBudget, size: tuple[int, int]
+) -> None:
+    """Where smart_resize overshoots, no tile grid within max_pixels is closer to the ideal size."""
+    qwen2_vl = pytest.importorskip("transformers.models.qwen2_vl.image_processing_pil_qwen2_vl")
+    width, height = size
+    f = budget.factor
+    reference_h, reference_w = qwen2_vl.smart_resize(height, width, f, budget.min_pixels, budget.max_pixels)
+    assume(reference_w * reference_h > budget.max_pixels)
+    area = width * height
+    scale = math.sqrt(min(max(area, budget.min_pixels), budget.max_pixels) / area) / f
+    ideal = (width * scale, height * scale)
+    target = budget.target_size(width, height)
+    best = min(_distortion((a, b), ideal) for a in range(1, budget.max_pixels // f**2 + 1)
+               for b in range(1, budget.max_pixels // f**2 // a + 1))
+    assert _distortion((target[0] // f, target[1] // f), ideal) <= best + 1e-9
 
 
 def test_target_size_refuses_extreme_aspect_ratio() -> None:

@@ -3,7 +3,9 @@
 Preprocessing must be exactly what the model was trained with, so seesay always uses the
 checkpoint's processor. The stock Qwen-VL processors also want a video processor, which
 needs torchvision; seesay answers questions about pictures only, so when torchvision is
-missing it loads the same processor without its video half (:func:`image_only`).
+missing it loads the same processor without its video half (:func:`image_only`). That is a
+loading detail, never written into a checkpoint: an image-only processor saves exactly as
+the stock one does, so every folder seesay writes loads in stock transformers.
 """
 
 from __future__ import annotations
@@ -29,20 +31,50 @@ PROCESSOR_CLASSES: dict[str, type[ProcessorMixin]] = {
 }
 
 
+# Processor class → the video processor its stock checkpoints carry beside the image processor.
+VIDEO_PROCESSOR_TYPES: dict[type[ProcessorMixin], str] = {
+    Qwen3VLProcessor: "Qwen3VLVideoProcessor",
+    Qwen2_5_VLProcessor: "Qwen2VLVideoProcessor",
+    Qwen2VLProcessor: "Qwen2VLVideoProcessor",
+}
+# Settings the video processor shares with the image processor: same patches, same pixels.
+_SHARED_SETTINGS = ("patch_size", "temporal_patch_size", "merge_size", "image_mean", "image_std", "resample",
+                    "do_convert_rgb", "do_rescale", "rescale_factor", "do_normalize")
+
+
 @cache
 def image_only(processor_cls: type[ProcessorMixin]) -> type[ProcessorMixin]:
-    """``processor_cls`` without a video processor.
+    """``processor_cls`` without a video processor, which saves as ``processor_cls`` itself.
 
     ``ProcessorMixin`` reads the sub-processors from the ``__init__`` signature, so leaving
-    ``video_processor`` out of the signature is what makes saving and loading skip it.
+    ``video_processor`` out of the signature is what makes loading skip it. Saving must not
+    reveal that: ``ProcessorMixin`` writes ``type(self).__name__`` as ``processor_class`` into
+    ``processor_config.json`` and ``tokenizer_config.json``, so the subclass carries its
+    parent's name (its ``__qualname__`` and module still tell it apart), and :func:`_to_dict`
+    adds the ``video_processor`` section the stock class needs in order to load the folder.
     """
 
     def __init__(self: Any, image_processor: Any = None, tokenizer: Any = None, chat_template: Any = None,
                  **kwargs: Any) -> None:
         processor_cls.__init__(self, image_processor, tokenizer, None, chat_template=chat_template, **kwargs)
 
-    name = processor_cls.__name__.replace("Processor", "ImageOnlyProcessor")
-    return type(name, (processor_cls,), {"__init__": __init__, "__module__": __name__})
+    def to_dict(self: Any) -> dict[str, Any]:
+        return _to_dict(self, processor_cls)
+
+    namespace = {"__init__": __init__, "to_dict": to_dict, "__module__": __name__,
+                 "__qualname__": f"image_only({processor_cls.__qualname__})"}
+    return type(processor_cls.__name__, (processor_cls,), namespace)
+
+
+def _to_dict(processor: Any, processor_cls: type[ProcessorMixin]) -> dict[str, Any]:
+    """What ``processor_cls`` would save: its config plus a video processor matching the image one."""
+    output: dict[str, Any] = processor_cls.to_dict(processor)
+    video_type = VIDEO_PROCESSOR_TYPES.get(processor_cls)
+    image = output.get("image_processor")
+    if video_type is not None and isinstance(image, dict) and "video_processor" not in output:
+        shared = {key: image[key] for key in _SHARED_SETTINGS if key in image}
+        output["video_processor"] = {"video_processor_type": video_type, **shared}
+    return output
 
 
 def load_processor(source: str | Path, *, trust_remote_code: bool = False, **hub_kwargs: Any) -> ProcessorMixin:

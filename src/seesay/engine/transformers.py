@@ -34,8 +34,8 @@ from seesay.engine.patch_embedding import linearise_patch_embeddings
 from seesay.engine.processor import load_processor
 from seesay.engine.registry import register_engine
 from seesay.engine.sampling import ResolvedSampling, RowSampler, model_defaults, resolve_sampling
-from seesay.errors import ContextLengthExceededError, InvalidRequestError, ModelLoadError
-from seesay.images import PixelBudget
+from seesay.errors import ContextLengthExceededError, InvalidRequestError, ModelLoadError, SeesayError
+from seesay.images import NormalizedImage, PixelBudget
 from seesay.types import ChatMessage, GenerationRequest, GenerationResult, ImagePart, Timings, Usage
 
 log = logging.getLogger(__name__)
@@ -174,9 +174,10 @@ class TransformersEngine(Engine):
     def _process(self, messages: Sequence[ChatMessage], budget: PixelBudget) -> dict[str, torch.Tensor]:
         if not messages:
             raise InvalidRequestError("messages must not be empty", param="messages")
-        images = [part.image.image for m in messages for part in m.content if isinstance(part, ImagePart)]
-        for index, image in enumerate(images):
-            _check_normalised(index, image.size, budget)
+        pictures = [part.image for m in messages for part in m.content if isinstance(part, ImagePart)]
+        for index, picture in enumerate(pictures):
+            _check_normalised(index, picture, budget)
+        images = [picture.image for picture in pictures]
         prompt = self.processor.apply_chat_template(
             [_template_message(m) for m in messages], add_generation_prompt=True, tokenize=False
         )
@@ -250,14 +251,33 @@ class TransformersEngine(Engine):
         return int(pad if pad is not None else min(self.eos_token_ids))
 
 
-def _check_normalised(index: int, size: tuple[int, int], budget: PixelBudget) -> None:
-    width, height = size
-    if width % budget.factor or height % budget.factor or width * height > budget.max_pixels:
-        raise InvalidRequestError(
-            f"image {index} is {width}x{height}, not normalised for this model's pixel budget "
-            f"({budget.max_pixels} px in {budget.factor}-px tiles): pass it through seesay.images.load_image",
+def _check_normalised(index: int, picture: NormalizedImage, budget: PixelBudget) -> None:
+    """Refuse a picture the model cannot take under ``budget``, saying whose mistake it is.
+
+    Intake (:func:`seesay.images.load_image`) always produces a size that passes, so a picture at
+    the size intake would choose that still fails is a bug in seesay (500); any other size is a
+    picture that did not go through intake with this budget (400).
+    """
+    (width, height), f = picture.size, budget.factor
+    if width % f == 0 and height % f == 0 and width * height <= budget.max_pixels:
+        return
+    rule = f"both sides multiples of {f} px, at most {budget.max_pixels:,} px in all"
+    source_w, source_h = picture.source_size
+    fitted = budget.target_size(source_w, source_h)
+    if picture.size == fitted:
+        log.error("intake sized a %dx%d picture to %dx%d, outside %s", source_w, source_h, width, height, budget)
+        raise SeesayError(
+            f"image {index}: seesay resized this {source_w}x{source_h} picture to {width}x{height}, which breaks "
+            f"the model's pixel budget ({rule}). This is a bug in seesay; please report it with the picture's "
+            "size. Until it is fixed, send the picture resized to a size that meets that rule, or another "
+            "pixel budget (\"seesay\": {\"max_pixels\": ...})",
             param="messages",
         )
+    raise InvalidRequestError(
+        f"image {index} is {width}x{height}, not normalised for this request's pixel budget ({rule}); "
+        f"pass it through seesay.images.load_image with that budget, which makes it {fitted[0]}x{fitted[1]}",
+        param="messages",
+    )
 
 
 def _inputs(prepared: PreparedRequest) -> ModelInputs:
