@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
-EXTRAS=${SEESAY_EXTRAS:-model,serve,heif,safety,dev}
+EXTRAS=${SEESAY_EXTRAS:-model,serve,heif,dev}
 TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}
 PYTHON=${PYTHON:-python3}
 
