@@ -11,7 +11,7 @@ serve: venv
 	.venv/bin/seesay serve
 
 ask: venv
-	.venv/bin/seesay ask --example red-tshirt "What colour is this item?"
+	.venv/bin/seesay ask example:red-tshirt "What colour is this item?"
 
 # The suite starts its own redis-server instances on free ports (tests/redis_server.py): say so
 # before anything is installed rather than deep inside pytest.

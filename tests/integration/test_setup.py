@@ -134,3 +134,14 @@ def test_make_test_without_redis_server_stops_at_once_saying_how_to_install_it(t
     passed = subprocess.run([make, "-C", str(tmp_path), "need-redis"], capture_output=True, text=True, env=env,
                             timeout=60, check=False)
     assert passed.returncode == 0, passed.stderr
+
+
+def test_every_seesay_command_in_the_makefile_parses() -> None:
+    from seesay.cli import build_parser
+
+    recipes = re.findall(r"^\t(?:\S+=\S+ )*\.venv/bin/seesay (.+)$", (ROOT / "Makefile").read_text(encoding="utf-8"),
+                         flags=re.M)
+    assert len(recipes) >= 2
+    for recipe in recipes:
+        args = build_parser().parse_args(shlex.split(recipe))  # an unknown option exits 2
+        assert hasattr(args, "func"), recipe
