@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 export HF_HUB_DISABLE_TELEMETRY := 1
 
-.PHONY: venv serve ask test test-fast lint bench clean
+.PHONY: venv need-redis serve ask test test-fast lint bench clean
 
 venv:
 	@scripts/setup-venv.sh
@@ -11,9 +11,18 @@ serve: venv
 	.venv/bin/seesay serve
 
 ask: venv
-	.venv/bin/seesay ask --example red-tshirt "What colour is this item?"
+	.venv/bin/seesay ask example:red-tshirt "What colour is this item?"
 
-test: venv
+# The suite starts its own redis-server instances on free ports (tests/redis_server.py): say so
+# before anything is installed rather than deep inside pytest.
+REDIS_SERVER = $${SEESAY_TEST_REDIS_SERVER:-redis-server}
+need-redis:
+	@command -v "$(REDIS_SERVER)" >/dev/null || { \
+	    echo "make test needs redis-server, which is not installed: apt-get install redis-server" \
+	        "(Debian/Ubuntu) or brew install redis (macOS), or point SEESAY_TEST_REDIS_SERVER at the binary" >&2; \
+	    exit 1; }
+
+test: need-redis venv
 	HF_HUB_OFFLINE=1 $(PY) -m pytest $(PYTEST_ARGS)
 
 test-fast: venv

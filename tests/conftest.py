@@ -1,4 +1,10 @@
-"""Suite-wide set-up: offline hub, markers by folder, and the CI rule that nothing skips."""
+"""Suite-wide set-up: offline hub, markers by folder, and the CI rule that nothing skips.
+
+The CI rule (``CI`` set): a test that skips fails, unless it is marked ``gpu`` (hardware CI
+machines never have), and a module that skips while it is collected (a module-level
+``pytest.importorskip`` or ``pytest.skip(allow_module_level=True)``) fails too, whatever its
+marks: its marks are unknown when its import stops, so skip GPU tests with a ``skipif`` mark.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +22,12 @@ _FOLDER_MARKERS = {"unit": pytest.mark.unit, "integration": pytest.mark.integrat
 # Skips allowed in CI: optional hardware that CI machines never have.
 _CI_ALLOWED_SKIP_MARKERS = {"gpu"}
 
+pytest_plugins = ["pytester"]  # tests of this file's CI rule run inner pytest sessions
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     root = Path(__file__).parent
@@ -31,6 +43,17 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  
     outcome = yield
     report = outcome.get_result()
     allowed = any(item.get_closest_marker(name) for name in _CI_ALLOWED_SKIP_MARKERS)
-    if os.environ.get("CI") and report.skipped and not allowed and not hasattr(report, "wasxfail"):
+    if _in_ci() and report.skipped and not allowed and not hasattr(report, "wasxfail"):
         report.outcome = "failed"
         report.longrepr = f"skipped in CI, which must run every test: {report.longrepr}"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector: pytest.Collector):  # type: ignore[no-untyped-def]
+    """In CI a module (or any collector) that skips while being collected is a collection error."""
+    outcome = yield
+    report = outcome.get_result()
+    if _in_ci() and report.skipped:
+        report.outcome = "failed"
+        report.longrepr = (f"{collector.nodeid or collector.path} skipped while being collected, in CI, which "
+                           f"must run every test: {report.longrepr}")

@@ -19,6 +19,7 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
+from PIL import Image
 from server_process import ServerProcess, running_server
 from test_serve import MAX_TOKENS, PICTURES, SAMPLES, user
 
@@ -103,10 +104,38 @@ def test_seesay_ask_answers_with_the_refusal_when_configured_to(model_path: Path
     assert (answer["text"], answer["finish_reason"]) == (REFUSAL_ZH, "content_filter")
 
 
-def test_seesay_ask_screens_with_nudenet_by_default(model_path: Path, picture: Path) -> None:
+@pytest.fixture(scope="module")
+def face(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A photograph in which NudeNet finds a FACE_FEMALE (scikit-image's astronaut, shipped in its wheel)."""
+    from skimage import data
+
+    path = tmp_path_factory.mktemp("pictures") / "astronaut.png"
+    Image.fromarray(data.astronaut()).save(path)
+    return path
+
+
+def test_seesay_ask_screens_with_nudenet_by_default(model_path: Path, picture: Path, face: Path,
+                                                    tmp_path: Path) -> None:
+    """No detector setting: the catalogue picture is answered, and NudeNet is what screened it.
+
+    No indecent picture is kept in the repository, so the proof that NudeNet screens by default
+    is the same command with the default detector told to flag a label of NudeNet's own
+    (FACE_FEMALE) and given a picture NudeNet finds one in: it is blocked, and the audit line
+    names NudeNet. Nothing but the detector's options differs between the two runs.
+    """
     done = seesay(model_path, "ask", str(picture), SAMPLES[0].question, "--temperature", "0")
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() and done.stderr == ""
+    assert done.stdout == f"{SAMPLES[0].answer}\n" and done.stderr == ""
+
+    audit = tmp_path / "audit.jsonl"
+    faces = json.dumps({"labels": ["FACE_FEMALE"]})
+    blocked = seesay(model_path, "ask", str(face), SAMPLES[0].question, "--temperature", "0",
+                     safety_image_options=faces, safety_audit_log=str(audit))
+    assert blocked.returncode == 1 and blocked.stdout == ""
+    assert blocked.stderr.startswith("seesay: error: image 1 of the request was blocked by the content policy "
+                                     "(FACE_FEMALE, score 0."), blocked.stderr
+    [event] = [json.loads(line) for line in audit.read_text(encoding="utf-8").splitlines()]
+    assert (event["where"], event["rule"], event["detector"]) == ("image", "FACE_FEMALE", "nudenet")
 
 
 @pytest.mark.parametrize(("settings", "message"), [

@@ -17,7 +17,8 @@ import re
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -52,9 +53,33 @@ def user(*pictures: bytes, text: str) -> dict[str, Any]:
     return {"role": "user", "content": [*(image_part(p) for p in pictures), {"type": "text", "text": text}]}
 
 
-def metric(page: str, name: str) -> float:
+def series(page: str, name: str) -> float | None:
+    """The value of the series ``name`` (with its labels) on a /metrics page; ``None`` when it is not there."""
     match = re.search(rf"^{re.escape(name)} (\S+)$", page, re.MULTILINE)
-    return float(match.group(1)) if match else 0.0
+    return float(match.group(1)) if match else None
+
+
+def metric(page: str, name: str) -> float:
+    """The value of a series that must be on the page: a renamed or missing one fails, never reads as 0."""
+    value = series(page, name)
+    if value is None:
+        family = name.split("{")[0].removesuffix("_total").removesuffix("_count").removesuffix("_sum")
+        alike = sorted({line.split(" ")[0] for line in page.splitlines() if line.startswith(family)})
+        raise AssertionError(f"/metrics has no series {name}; series of that family: {alike or 'none'}")
+    return value
+
+
+async def wait_for_metric(client: httpx.AsyncClient, condition: Callable[[str], bool], what: str,
+                          timeout_s: float = 60.0) -> str:
+    """Poll /metrics until ``condition(page)`` holds; fail saying ``what`` did not happen by the deadline."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        page = (await client.get("/metrics")).text
+        if condition(page):
+            return page
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} did not happen within {timeout_s:.0f} s; /metrics:\n{page}")
+        await asyncio.sleep(0.05)
 
 
 @pytest.fixture(scope="module")
@@ -239,18 +264,18 @@ async def test_a_dropped_stream_leaves_the_queue(model_path: Path, tmp_path: Pat
         async with httpx.AsyncClient(base_url=srv.base_url, timeout=300,
                                      limits=httpx.Limits(max_connections=64)) as client:
             backlog = [asyncio.create_task(client.post("/v1/chat/completions", json=body)) for _ in range(BACKLOG)]
-            await asyncio.sleep(0.2)  # all admitted; the stream below queues behind them
+            # All admitted (waiting, or started: one batch each), so the stream below queues behind them.
+            await wait_for_metric(client, lambda page: metric(page, "seesay_queue_depth")
+                                  + metric(page, "seesay_batch_size_count") >= BACKLOG, "admitting the backlog")
             async with httpx.AsyncClient(base_url=srv.base_url, timeout=60) as dropper, dropper.stream(
                 "POST", "/v1/chat/completions", json={**body, "stream": True}
             ) as stream:
                 first = await anext(stream.aiter_lines())  # admitted: the role chunk has arrived
             assert first.startswith("data: ")
-            cancelled = 0.0
-            for _ in range(100):
-                cancelled = metric(srv.metrics(), 'seesay_cancelled_requests_total{stage="queued"}')
-                if cancelled:
-                    break
-                await asyncio.sleep(0.05)
+            queued_cancel = 'seesay_cancelled_requests_total{stage="queued"}'  # appears with the first one
+            page = await wait_for_metric(client, lambda page: series(page, queued_cancel) is not None,
+                                         "cancelling the dropped stream while it was queued")
+            cancelled = metric(page, queued_cancel)
             responses = await asyncio.gather(*backlog)
         page = srv.metrics()
     assert cancelled == 1.0
