@@ -62,6 +62,6 @@ def test_a_saved_folder_loads_through_seesay_and_answers_alike(engine: Transform
     greedy = SamplingParams(temperature=0.0, max_new_tokens=32)
     requests = [GenerationRequest((ChatMessage.user(image, question),), greedy)
                 for question in ["What colour is this item?", "这是什么颜色？", "What is this item?"]]
-    answers = [reloaded.answer(request).text for request in requests]
-    assert answers == [engine.answer(request).text for request in requests]
+    answers = [result.text for result in reloaded.generate([reloaded.prepare(request) for request in requests])]
+    assert answers == [result.text for result in engine.generate([engine.prepare(request) for request in requests])]
     assert answers[0] == "red"
