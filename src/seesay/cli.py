@@ -80,7 +80,7 @@ def _add_ask(commands: Any) -> None:
                               description="Answer a question about a picture; the answer alone goes to stdout.")
     ask.add_argument("image", help="image file, '-' for standard input, or example:NAME for a bundled "
                      "picture (example:red-tshirt)")
-    ask.add_argument("question", help="the question, e.g. 'What colour is this item?'")
+    ask.add_argument("question", type=_text, help="the question, e.g. 'What colour is this item?'")
     _add_model_options(ask)
     gen = ask.add_argument_group("generation")
     gen.add_argument("--max-new-tokens", type=int, help="upper bound on answer tokens")
@@ -89,11 +89,21 @@ def _add_ask(commands: Any) -> None:
     gen.add_argument("--top-k", type=int)
     gen.add_argument("--presence-penalty", type=float, help="OpenAI semantics (default: 1.5)")
     gen.add_argument("--seed", type=int, help="make sampling reproducible")
-    gen.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
+    gen.add_argument("--stop", type=_text, action="append", default=[], help="stop string (repeatable)")
     out = ask.add_argument_group("output")
     out.add_argument("--stream", action="store_true", help="print the answer as it is generated")
     out.add_argument("--json", action="store_true", help="print a JSON object with text, usage and timings")
     ask.set_defaults(func=run_ask)
+
+
+def _text(value: str) -> str:
+    """A text argument; bytes the terminal's encoding cannot decode are refused, not passed on."""
+    from seesay.types import valid_text
+
+    try:
+        return valid_text(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{exc} (check the terminal's character encoding)") from None
 
 
 def _add_info(commands: Any) -> None:

@@ -88,6 +88,25 @@ class SamplingParams:
     stop: tuple[str, ...] = ()
 
 
+def valid_text(text: str) -> str:
+    """``text`` itself, if it is valid Unicode; every text a caller sends passes this at the edge.
+
+    A JSON ``\\ud800`` escape, or bytes the terminal could not decode, arrive as lone UTF-16
+    surrogates, which no tokenizer, log or response can encode.
+
+    Raises:
+        ValueError: ``text`` holds a lone surrogate; the message says which character.
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(
+            f"the text is not valid Unicode: character {exc.start} is a lone UTF-16 surrogate "
+            f"(U+{ord(text[exc.start]):04X}); send text that encodes as UTF-8"
+        ) from None
+    return text
+
+
 def new_request_id() -> str:
     return f"req-{uuid.uuid4().hex[:24]}"
 

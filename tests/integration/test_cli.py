@@ -15,7 +15,7 @@ from seesay.demo.catalogue import COLOURS_BY_KEY, KINDS_BY_KEY, Item, answer_for
 GREEDY = ["--temperature", "0"]
 
 
-def seesay(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+def seesay(*args: str | bytes, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "SEESAY_DEVICE": "cpu"}
     return subprocess.run([sys.executable, "-m", "seesay.cli", *args], input=stdin, capture_output=True,
                           env=env, timeout=300, check=False)
@@ -72,6 +72,14 @@ def test_bad_image_fails_with_a_readable_message(tmp_path: Path) -> None:
     assert "seesay: error:" in done.stderr.decode() and "image" in done.stderr.decode()
     missing = seesay("ask", str(tmp_path / "missing.jpg"), "What is this?")
     assert missing.returncode == 1 and "missing.jpg: no such image file" in missing.stderr.decode()
+
+
+def test_a_question_that_is_not_valid_text_is_refused_with_the_reason(red_tshirt: Path) -> None:
+    # Bytes that are not UTF-8 reach Python's argv as lone surrogates.
+    for args in ([b"What is \xed\xa0\x80?"], ["What colour is this item?", "--stop", b"\xff"]):
+        done = seesay("ask", str(red_tshirt), *args)
+        assert done.returncode == 2 and done.stdout == b""
+        assert "not valid Unicode" in done.stderr.decode() and "lone UTF-16 surrogate" in done.stderr.decode()
 
 
 def test_info_describes_the_engine() -> None:

@@ -22,7 +22,7 @@ from seesay.api.auth import ApiKeyAuth
 from seesay.api.dependencies import Runtime
 from seesay.api.errors import install_error_handlers
 from seesay.api.metrics import Metrics
-from seesay.api.middleware import BodySizeLimit, RequestTelemetry
+from seesay.api.middleware import BodySizeLimit, FormTextCheck, RequestTelemetry
 from seesay.api.routes import admin, chat, health, models, vqa
 from seesay.config import Settings
 from seesay.engine.base import Engine
@@ -67,6 +67,7 @@ def build_app(settings: Settings, engine: Engine | None = None, *, gate: SafetyG
     for router in routers:
         app.include_router(router)
     paths = {getattr(route, "path", "") for router in routers for route in router.routes}
+    app.add_middleware(FormTextCheck)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
     app.add_middleware(RequestTelemetry, metrics=metrics, routes=paths, debug=settings.debug)
     return app

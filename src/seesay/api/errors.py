@@ -85,6 +85,15 @@ def field_path(loc: Sequence[Any]) -> str:
     return path
 
 
+def _http_message(exc: StarletteHTTPException) -> str:
+    """The framework's message, made specific where its cause says more (a body that is not UTF-8)."""
+    cause = exc.__cause__
+    if isinstance(cause, UnicodeDecodeError):
+        return (f"the body is not valid UTF-8 (byte {cause.start} cannot be decoded); "
+                "send the JSON encoded as UTF-8")
+    return str(exc.detail)
+
+
 def _note(request: Request, code: str) -> None:
     """Put the error code on the request's log record."""
     record = getattr(request.state, RECORD_KEY, None)
@@ -112,7 +121,7 @@ def install_error_handlers(app: FastAPI, *, debug: bool = False) -> None:
         _note(request, code)
         kind = "server_error" if exc.status_code >= 500 else "invalid_request_error"
         headers = dict(exc.headers) if exc.headers else None
-        return error_response(exc.status_code, str(exc.detail), type=kind, code=code, headers=headers)
+        return error_response(exc.status_code, _http_message(exc), type=kind, code=code, headers=headers)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

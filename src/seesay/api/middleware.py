@@ -1,8 +1,11 @@
-"""Plain ASGI middleware: the request body limit and per-request telemetry.
+"""Plain ASGI middleware: the request body limit, form text checks and per-request telemetry.
 
 :class:`BodySizeLimit` answers 413 before any parsing when a body is over the limit (by its
 Content-Length, or by counting when it is chunked); it reads and discards what the client is
 still sending, up to a bound, so the client gets to read the error instead of a reset.
+
+:class:`FormTextCheck` answers 400 when a text field of a multipart form is not UTF-8: the
+framework would silently read it as Latin-1, and the model would see mojibake.
 
 :class:`RequestTelemetry` gives every request an id (echoed as ``X-Request-ID``) and a
 :class:`RequestRecord` that routes fill in (caller, token usage, time to first token), then
@@ -19,14 +22,19 @@ import json
 import logging
 import time
 from collections.abc import Collection
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from python_multipart.exceptions import FormParserError
+from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from seesay.api.errors import error_response
 from seesay.api.metrics import Metrics
 from seesay.api.record import RECORD_KEY, RequestRecord
 from seesay.types import new_request_id
+
+if TYPE_CHECKING:
+    from python_multipart.multipart import MultipartCallbacks
 
 access_log = logging.getLogger("seesay.access")
 
@@ -83,6 +91,102 @@ class BodySizeLimit:
             code="request_too_large",
         )
         await response(scope, receive, send)
+
+
+class FormTextCheck:
+    """Refuse a ``multipart/form-data`` body whose text fields are not UTF-8, with 400 naming the field."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        content_type = dict(scope.get("headers", ())).get(b"content-type", b"")
+        if scope["type"] != "http" or not content_type.lower().startswith(b"multipart/form-data"):
+            await self.app(scope, receive, send)
+            return
+        body, message = await _read_body(receive)
+        field = _non_utf8_field(content_type.decode("latin-1"), body)
+        if field is not None:
+            response = error_response(
+                400, f"form field '{field}' is not valid UTF-8 text; send the form's text encoded as UTF-8",
+                type="invalid_request_error", code="invalid_request", param=field)
+            await response(scope, receive, send)
+            return
+        pending = [{**message, "body": body, "more_body": False}]
+
+        async def replay() -> Message:
+            return pending.pop() if pending else await receive()
+
+        await self.app(scope, replay, send)
+
+
+async def _read_body(receive: Receive) -> tuple[bytes, Message]:
+    """The whole request body and its last message (behind :class:`BodySizeLimit`, one message)."""
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        chunks.append(message.get("body", b""))
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            return b"".join(chunks), message
+
+
+def _non_utf8_field(content_type: str, body: bytes) -> str | None:
+    """The name of the first text field of a multipart body that is not UTF-8; ``None`` if all are.
+
+    File parts are skipped without a copy; a body that does not parse is left to the framework's
+    own parser, which reports it.
+    """
+    _, options = parse_options_header(content_type)
+    fields = _TextFields()
+    try:
+        parser = MultipartParser(options.get(b"boundary", b""), fields.callbacks())
+        parser.write(body)
+        parser.finalize()
+    except (FormParserError, ValueError):
+        return None
+    return fields.non_utf8
+
+
+class _TextFields:
+    """Callbacks for python-multipart's parser that keep the text fields only, and check them."""
+
+    def __init__(self) -> None:
+        self.non_utf8: str | None = None
+        self._header: list[bytes] = []
+        self._disposition = b""
+        self._name = b""
+        self._text: bytearray | None = None
+
+    def callbacks(self) -> MultipartCallbacks:
+        return {"on_header_field": self._on_header_field, "on_header_value": self._on_header_value,
+                "on_headers_finished": self._on_headers_finished, "on_part_data": self._on_part_data,
+                "on_part_end": self._on_part_end}
+
+    def _on_header_field(self, data: bytes, start: int, end: int) -> None:
+        self._header = [data[start:end].lower(), b""]
+
+    def _on_header_value(self, data: bytes, start: int, end: int) -> None:
+        self._header[1] += data[start:end]
+        if self._header[0] == b"content-disposition":
+            self._disposition = self._header[1]
+
+    def _on_headers_finished(self) -> None:
+        _, options = parse_options_header(self._disposition)
+        self._name = options.get(b"name", b"")
+        self._text = bytearray() if b"filename" not in options else None
+        self._disposition = b""
+
+    def _on_part_data(self, data: bytes, start: int, end: int) -> None:
+        if self._text is not None:
+            self._text += data[start:end]
+
+    def _on_part_end(self) -> None:
+        if self._text is None or self.non_utf8 is not None:
+            return
+        try:
+            self._text.decode("utf-8")
+        except UnicodeDecodeError:
+            self.non_utf8 = self._name.decode("utf-8", "replace")
 
 
 class RequestTelemetry:

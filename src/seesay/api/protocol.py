@@ -33,6 +33,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import UploadFile
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Discriminator,
@@ -43,6 +44,8 @@ from pydantic import (
     model_validator,
 )
 
+from seesay.types import valid_text
+
 FinishReasonWire = Literal["stop", "length", "content_filter"]
 
 
@@ -52,16 +55,20 @@ class WireModel(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+Text = Annotated[str, AfterValidator(valid_text)]
+"""A request string that is valid Unicode: every text a client sends is one."""
+
+
 # --- requests --------------------------------------------------------------------------------
 
 
 class TextContent(WireModel):
     type: Literal["text"]
-    text: str
+    text: Text
 
 
 class ImageUrl(WireModel):
-    url: str = Field(min_length=1)
+    url: Text = Field(min_length=1)
     detail: Literal["auto", "low", "high"] | None = None
 
 
@@ -73,30 +80,38 @@ class ImageContent(WireModel):
 ContentPart = Annotated[TextContent | ImageContent, Field(discriminator="type")]
 
 
-def _content_kind(value: Any) -> str | None:
+def _string_or_list(value: Any) -> str | None:
     if isinstance(value, str):
         return "string"
-    return "parts" if isinstance(value, list) else None
+    return "list" if isinstance(value, list) else None
 
 
-# A tagged union reports errors from the matching branch only, not from every branch.
+# Tagged unions report errors from the matching branch only, not from every branch.
 MessageContent = Annotated[
-    Annotated[str, Tag("string")] | Annotated[list[ContentPart], Tag("parts")],
+    Annotated[Text, Tag("string")] | Annotated[list[ContentPart], Tag("list")],
     Discriminator(
-        _content_kind,
+        _string_or_list,
         custom_error_type="content_type",
         custom_error_message="content must be a string or a list of content parts",
     ),
 ]
-UNION_TAGS = frozenset({"string", "parts"})  # error locations include these; field_path drops them
+StopStrings = Annotated[
+    Annotated[Text, Tag("string")] | Annotated[list[Text], Tag("list")],
+    Discriminator(
+        _string_or_list,
+        custom_error_type="stop_type",
+        custom_error_message="stop must be a string or a list of strings",
+    ),
+]
+UNION_TAGS = frozenset({"string", "list"})  # error locations include these; field_path drops them
 
 
 class ChatMessageIn(WireModel):
     role: Literal["system", "developer", "user", "assistant"]
     content: MessageContent
-    name: str | None = None
+    name: Text | None = None
     # Echoed back by clients that append a previous answer's message object as it came.
-    refusal: str | None = None
+    refusal: Text | None = None
     annotations: list[Any] | None = None
     tool_calls: list[Any] | None = Field(None, max_length=0)
 
@@ -126,7 +141,7 @@ class SeesayOptions(WireModel):
 
 
 class ChatCompletionRequest(WireModel):
-    model: str
+    model: Text
     messages: list[ChatMessageIn] = Field(min_length=1)
     max_completion_tokens: int | None = Field(None, ge=1)
     max_tokens: int | None = Field(None, ge=1)
@@ -137,12 +152,12 @@ class ChatCompletionRequest(WireModel):
     presence_penalty: float | None = Field(None, ge=-2, le=2)
     frequency_penalty: float | None = Field(None, ge=-2, le=2)
     seed: int | None = None
-    stop: str | list[str] | None = None
+    stop: StopStrings | None = None
     n: int = Field(1, ge=1)
     logprobs: bool | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
-    user: str | None = None
+    user: Text | None = None
     seesay: SeesayOptions | None = None
 
     @field_validator("n")
@@ -201,8 +216,8 @@ class VqaForm(WireModel):
     """
 
     image: UploadFile
-    question: str = Field(min_length=1, max_length=8000)
-    model: str | None = None
+    question: Text = Field(min_length=1, max_length=8000)
+    model: Text | None = None
     max_tokens: int | None = Field(None, ge=1)
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, gt=0, le=1)
