@@ -1,4 +1,4 @@
-"""The batcher: a plain function that gathers the next batch from a ``queue.Queue``.
+"""The batcher: a plain function that gathers the next batch from a queue.
 
 Contract: :func:`collect_batch` takes up to ``max_batch_size`` live items that share a batch
 key, waiting at most ``max_wait_s`` after the first one joined, or up to ``hold_s`` longer
@@ -7,8 +7,9 @@ joins, that waiting is not worth it (a lone request on an idle server), it takes
 is already queued. Cancelled or expired items come back as ``dropped`` for the caller to
 answer; items with another key (or for which there is no room) come back as ``deferred``
 and are offered first next time, so nothing is lost and order is kept. It knows nothing
-about engines, threads or asyncio, and is tested with a plain queue;
-:class:`seesay.scheduler.Scheduler` runs it in its generation thread.
+about engines, threads or asyncio: time is its ``clock`` and waiting is the queue's ``get``, so
+tests drive it with a scripted queue on a fake clock. :class:`seesay.scheduler.Scheduler` runs
+it over a ``queue.Queue`` in its generation thread.
 """
 
 from __future__ import annotations

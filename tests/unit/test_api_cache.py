@@ -320,3 +320,28 @@ async def test_an_unreachable_redis_degrades_to_memory_and_is_reported(engine: F
     assert metric(page, 'seesay_cache_breaker_state{state="open",tier="redis"}') == 1
     assert stats["redis"]["state"] == "open" and "check that Redis is running" in stats["redis_error"]
     assert cleared.status_code == 503 and cleared.json()["error"]["code"] == "cache_unavailable"
+
+
+async def test_metrics_and_admin_stats_are_the_same_counters(engine: FakeEngine) -> None:
+    """One count of cache events: what /metrics exposes is what /admin/cache reports."""
+    settings = fake_settings(redis_url="redis://127.0.0.1:1/0", redis_failure_threshold=2, redis_cooldown_s=60)
+    engine.gate.clear()
+    app = build_app(settings, engine)
+    async with app_client(app) as client:
+        joins = JoinCounter(app)
+        first = asyncio.create_task(client.post("/v1/chat/completions", json=chat("counted")))
+        joined = asyncio.create_task(client.post("/v1/chat/completions", json=chat("counted")))
+        await wait_until(lambda: joins.count == 1)
+        engine.gate.set()
+        await asyncio.gather(first, joined)
+        for question in ("counted", "counted", "another"):
+            await post(client, chat(question))
+        page = (await client.get("/metrics")).text
+        stats = (await client.get("/admin/cache")).json()
+    assert stats["hits"] == {"memory": 2} and stats["misses"] == 3 and stats["coalesced"] == 1
+    for tier in ("memory", "redis"):
+        assert metric(page, f'seesay_cache_hits_total{{tier="{tier}"}}') == stats["hits"].get(tier, 0)
+        assert metric(page, f'seesay_cache_stores_total{{tier="{tier}"}}') == stats["stores"].get(tier, 0)
+    assert metric(page, "seesay_cache_misses_total") == stats["misses"]
+    assert metric(page, 'seesay_cache_errors_total{tier="redis"}') == stats["errors"]["redis"] >= 2
+    assert metric(page, f'seesay_cache_breaker_state{{state="{stats["redis"]["state"]}",tier="redis"}}') == 1
