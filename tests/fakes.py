@@ -86,6 +86,9 @@ class FakeEngine(Engine):
         gate: Cleared, it holds ``generate`` at its start until set again (at most 10 s).
         pace: When set, every generation step first takes one permit of this semaphore, so a
             test decides exactly how many steps run (``pace.release(n)``).
+        lockstep: When set to an event loop, every step waits until that loop has handled the
+            text the step before emitted, so a consumer's reaction to it (a cancel) lands before
+            the next step, however loaded the machine.
         closed: Whether :meth:`close` was called.
     """
 
@@ -111,6 +114,7 @@ class FakeEngine(Engine):
         self.gate = threading.Event()
         self.gate.set()
         self.pace: threading.Semaphore | None = None
+        self.lockstep: asyncio.AbstractEventLoop | None = None
         self.closed = False
 
     def prepare(self, request: GenerationRequest) -> PreparedRequest:
@@ -163,6 +167,8 @@ class FakeEngine(Engine):
             for index, row in enumerate(rows):
                 if row.finish is None:
                     row.step(index, observer)
+            if self.lockstep is not None:
+                asyncio.run_coroutine_threadsafe(asyncio.sleep(0), self.lockstep).result(timeout=10)
         results = [row.result(time.monotonic() - started) for row in rows]
         self.results.extend(results)
         return results

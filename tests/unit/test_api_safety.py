@@ -139,7 +139,8 @@ async def test_a_prompt_that_breaks_the_policy_is_refused(on_block: str) -> None
 async def test_a_blocked_phrase_split_across_stream_deltas_never_reaches_the_client(
     question: str, deltas: list[str], refusal: str, start: str
 ) -> None:
-    engine = FakeEngine(token_delay_s=0.005, scripted={question: deltas})
+    engine = FakeEngine(scripted={question: deltas})
+    engine.lockstep = asyncio.get_running_loop()  # the guard's cancel lands before the next token
     async with app_client(build_app(fake_settings(), engine)) as client:
         streamed = await client.post("/v1/chat/completions", json=chat(question, stream=True, temperature=0))
         replayed = await client.post("/v1/chat/completions", json=chat(question, stream=True, temperature=0))
