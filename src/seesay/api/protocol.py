@@ -31,7 +31,7 @@ Compatibility, field by field:
 
 The models' JSON schemas say every rule the validators check that JSON Schema can express
 (a user turn needs text that is not blank or an image; ``n`` is 1; at most 4 ``stop``
-strings …), so the OpenAPI document FastAPI builds from them says them too.
+strings …); :mod:`seesay.api.openapi` makes the OpenAPI document of them.
 """
 
 from __future__ import annotations
@@ -510,17 +510,3 @@ class ErrorDetail(BaseModel):
 
 class ErrorResponse(BaseModel):
     error: ErrorDetail
-
-
-def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI ``responses`` for a route: each status answered with an :class:`ErrorResponse`."""
-    return {status: {"model": ErrorResponse} for status in statuses}
-
-
-def answer_responses(answer: type[BaseModel]) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI ``responses`` of a route that answers questions: ``answer`` on 200, errors otherwise.
-
-    Such routes return ready-made responses (see :func:`seesay.api.answers.json_response`), so
-    the 200 schema is documented here rather than taken from a ``response_model``.
-    """
-    return {200: {"model": answer}, **error_responses(400, 401, 404, 413, 429, 503)}
