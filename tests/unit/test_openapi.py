@@ -19,10 +19,10 @@ for a rule the document states in words (see :mod:`seesay.api.openapi`):
 * the one refusal accepted for a valid request is the documented 400 ``context_length_exceeded``,
   since whether a prompt fits is the engine's count of its tokens (:func:`_not_context_overflow`).
 
-Two hooks work around schemathesis 4.32 on multipart forms: its coverage phase calls a form with
-an empty required field valid (:func:`_forms_as_documented`), and it takes a number mutated into
-the text "0" for an invalid form field although a form sends nothing but text
-(:func:`_mutation_survived_the_form`).
+Three hooks work around schemathesis 4.32: it compares integers beyond 2**53 as floats
+(:func:`_exact_seed`); its coverage phase calls a form with an empty required field valid
+(:func:`_forms_as_documented`); and it takes a number mutated into the text "0" for an invalid
+form field although a form sends nothing but text (:func:`_mutation_survived_the_form`).
 """
 
 from __future__ import annotations
@@ -59,6 +59,7 @@ from seesay.errors import (
     SeesayError,
     wire_form,
 )
+from seesay.types import SEED_LIMITS
 
 SETTINGS = fake_settings()
 CONFIG = {
@@ -117,6 +118,16 @@ def _keep_the_written_rules(context: Any, case: Any) -> Any:
     if all(isinstance(value, int | float) for value in (low, high)):  # not left out, null or an empty form field
         pixels["min_pixels"], pixels["max_pixels"] = min(low, high), max(low, high)
     return case
+
+
+def _exact_seed(context: Any, case: Any) -> bool:
+    """Whether a case meant to be valid has a seed within the document's bounds, compared exactly.
+
+    schemathesis 4.32 compares integers beyond 2**53 as floats, so it calls 2**63 + 100 valid
+    for ``maximum: 2**63 - 1``; the server compares exactly.
+    """
+    seed = case.body.get("seed") if _is_positive(case) and isinstance(case.body, dict) else None
+    return not isinstance(seed, int) or SEED_LIMITS[0] <= seed <= SEED_LIMITS[1]
 
 
 def _few_enough_pictures(context: Any, case: Any) -> bool:
@@ -216,6 +227,7 @@ def api_schema(request: pytest.FixtureRequest) -> Any:
     schema = schemathesis.openapi.from_asgi("/openapi.json", app, config=SchemathesisConfig.from_dict(config))
     schema.hook("map_case")(_keep_the_written_rules)
     schema.hook("filter_case")(_few_enough_pictures)
+    schema.hook("filter_case")(_exact_seed)
     schema.hook("filter_case")(_forms_as_documented(schema.raw_schema))
     schema.hook("filter_failure")(_not_context_overflow)
     schema.hook("filter_failure")(_mutation_survived_the_form(schema.raw_schema))

@@ -55,7 +55,7 @@ from pydantic import (
     model_validator,
 )
 
-from seesay.types import valid_text
+from seesay.types import SAMPLING_LIMITS, SEED_LIMITS, valid_text
 
 FinishReasonWire = Literal["stop", "length", "content_filter"]
 
@@ -77,9 +77,17 @@ def _whole_number(value: Any) -> Any:
 
 # JSON integers as JSON Schema reads them: 2.0 is 2; 2.5 and "2" are refused. (Bounds go before the
 # validator, or pydantic cannot put them in the JSON schema.)
-Integer = Annotated[int, BeforeValidator(_whole_number)]
 Count = Annotated[int, Field(ge=0), BeforeValidator(_whole_number)]
 PositiveCount = Annotated[int, Field(ge=1), BeforeValidator(_whole_number)]
+Seed = Annotated[int, Field(ge=SEED_LIMITS[0], le=SEED_LIMITS[1]), BeforeValidator(_whole_number)]
+TopK = Annotated[int, Field(ge=SAMPLING_LIMITS["top_k"][0], le=SAMPLING_LIMITS["top_k"][1]),
+                 BeforeValidator(_whole_number)]
+
+
+def _sampling(name: str) -> Any:
+    """An optional sampling value's field, within the range the engine takes (:data:`SAMPLING_LIMITS`)."""
+    low, high = SAMPLING_LIMITS[name]
+    return Field(None, ge=low, le=high)
 
 # The characters ``str.strip()`` removes, spelled out so the document's pattern means the same in
 # every regex dialect (ECMA, Python and Rust disagree on ``\s``); test_openapi checks the equivalence.
@@ -267,13 +275,13 @@ class ChatCompletionRequest(WireModel):
         min_length=1, description="The conversation; the last message must come from the user.")
     max_completion_tokens: PositiveCount | None = None
     max_tokens: PositiveCount | None = None
-    temperature: float | None = Field(None, ge=0, le=2)
-    top_p: float | None = Field(None, gt=0, le=1)
-    top_k: Count | None = None
-    repetition_penalty: float | None = Field(None, gt=0)
-    presence_penalty: float | None = Field(None, ge=-2, le=2)
-    frequency_penalty: float | None = Field(None, ge=-2, le=2)
-    seed: Integer | None = None
+    temperature: float | None = _sampling("temperature")
+    top_p: float | None = _sampling("top_p")
+    top_k: TopK | None = None
+    repetition_penalty: float | None = _sampling("repetition_penalty")
+    presence_penalty: float | None = _sampling("presence_penalty")
+    frequency_penalty: float | None = _sampling("frequency_penalty")
+    seed: Seed | None = None
     stop: StopStrings | None = None
     n: PositiveCount = 1
     logprobs: bool | None = None
@@ -357,12 +365,12 @@ class VqaForm(WireModel):
     question: Text = Field(min_length=1, max_length=8000)
     model: Text | None = None
     max_tokens: int | None = Field(None, ge=1)
-    temperature: float | None = Field(None, ge=0, le=2)
-    top_p: float | None = Field(None, gt=0, le=1)
-    top_k: int | None = Field(None, ge=0)
-    presence_penalty: float | None = Field(None, ge=-2, le=2)
-    frequency_penalty: float | None = Field(None, ge=-2, le=2)
-    seed: int | None = None
+    temperature: float | None = _sampling("temperature")
+    top_p: float | None = _sampling("top_p")
+    top_k: TopK | None = None
+    presence_penalty: float | None = _sampling("presence_penalty")
+    frequency_penalty: float | None = _sampling("frequency_penalty")
+    seed: Seed | None = None
     min_pixels: int | None = Field(None, ge=1)
     max_pixels: int | None = Field(None, ge=1)
     cache: bool | None = None
