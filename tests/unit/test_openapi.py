@@ -45,7 +45,7 @@ from schemathesis.core.failures import AcceptedNegativeData
 from schemathesis.generation import GenerationMode
 from schemathesis.openapi.checks import RejectedPositiveData
 
-from fakes import FakeEngine, fake_settings
+from fakes import FakeEngine, app_client, fake_settings
 from seesay.api.app import build_app
 from seesay.api.openapi import operations
 from seesay.api.protocol import NOT_BLANK, is_blank
@@ -295,6 +295,21 @@ def test_the_document_declares_bearer_keys_only_when_the_server_has_keys() -> No
     assert keyed["components"]["securitySchemes"] == {"apiKey": {"type": "http", "scheme": "bearer"}}
     assert {(method, path) for path, method, operation in operations(keyed) if "security" in operation} == protected
     assert "securitySchemes" not in _document()["components"]
+
+
+async def test_once_started_the_document_names_the_models_and_the_engine_limits() -> None:
+    engine = FakeEngine()
+    app = build_app(fake_settings(served_model_name="shop-vl"), engine)
+    before = app.openapi()["components"]["schemas"]
+    assert "enum" not in before["ChatCompletionRequest"]["properties"]["model"]
+    async with app_client(app) as client:
+        document = (await client.get("/openapi.json")).json()
+    schemas, budget = document["components"]["schemas"], engine.budget
+    assert schemas["ChatCompletionRequest"]["properties"]["model"]["enum"] == ["shop-vl"]
+    assert document["paths"]["/v1/models/{model_id}"]["get"]["parameters"][0]["schema"]["enum"] == ["shop-vl"]
+    pixels = schemas["SeesayOptions"]["properties"]["max_pixels"]["anyOf"][0]
+    assert (pixels["minimum"], pixels["maximum"]) == (budget.factor**2, budget.max_pixels)
+    assert schemas["VqaForm"]["properties"]["max_tokens"]["anyOf"][0]["maximum"] == engine.max_model_len
 
 
 def test_the_blank_pattern_is_what_strip_removes() -> None:

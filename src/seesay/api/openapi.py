@@ -152,7 +152,7 @@ def _multipart_forms(document: dict[str, Any]) -> None:
         content[_MULTIPART if files else _FORM] = form
 
 
-def _add_model(schemas: dict[str, Any], model: Any) -> None:
+def _add_model(schemas: dict[str, Any], model: type[BaseModel]) -> None:
     """Put ``model`` (a response FastAPI does not collect, such as a streamed chunk) in the components."""
     schema = model.model_json_schema(mode="serialization", ref_template="#/components/schemas/{model}")
     for name, definition in schema.pop("$defs", {}).items():
@@ -184,10 +184,9 @@ def _describe_server(document: dict[str, Any], runtime: Runtime) -> None:
     for field in ("max_completion_tokens", "max_tokens"):
         _bound(request["properties"][field], tokens)
     _bound(form["properties"]["max_tokens"], tokens)
-    for path, _, operation in operations(document):
-        for parameter in operation.get("parameters", ()):
-            if path == "/v1/models/{model_id}" and parameter["name"] == "model_id":
-                parameter["schema"]["enum"] = names
+    for parameter in document["paths"]["/v1/models/{model_id}"]["get"]["parameters"]:
+        if parameter["name"] == "model_id":
+            parameter["schema"]["enum"] = names
 
 
 def _bound(field: dict[str, Any], bounds: dict[str, int]) -> None:
