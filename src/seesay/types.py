@@ -88,6 +88,19 @@ class SamplingParams:
     stop: tuple[str, ...] = ()
 
 
+SAMPLING_LIMITS: dict[str, tuple[float, float]] = {
+    "temperature": (0.0, 2.0),
+    "top_p": (1e-6, 1.0),
+    "top_k": (0, 1_000_000),
+    "presence_penalty": (-2.0, 2.0),
+    "frequency_penalty": (-2.0, 2.0),
+    "repetition_penalty": (0.01, 10.0),
+}
+"""The inclusive range of each sampling value: the engine checks them, the wire schemas state them."""
+SEED_LIMITS = (-(2**63), 2**63 - 1)
+"""Seeds as OpenAI takes them (64-bit signed), all of which a torch random generator takes."""
+
+
 def valid_text(text: str) -> str:
     """``text`` itself, if it is valid Unicode; every text a caller sends passes this at the edge.
 

@@ -86,6 +86,7 @@ def test_defaults_come_from_the_model_card_then_the_checkpoint() -> None:
     (SamplingParams(presence_penalty=3), "presence_penalty"),
     (SamplingParams(frequency_penalty=-2.5), "frequency_penalty"),
     (SamplingParams(top_k=-1), "top_k"),
+    (SamplingParams(seed=2**63), "seed"),
 ])
 def test_out_of_range_values_name_the_parameter(params: SamplingParams, name: str) -> None:
     with pytest.raises(InvalidRequestError, match=name) as caught:

@@ -23,6 +23,7 @@ from seesay.api.dependencies import Runtime
 from seesay.api.errors import install_error_handlers
 from seesay.api.metrics import Metrics
 from seesay.api.middleware import BodySizeLimit, FormTextCheck, RequestTelemetry
+from seesay.api.openapi import install_openapi
 from seesay.api.routes import admin, chat, health, models, vqa
 from seesay.config import Settings
 from seesay.engine.base import Engine
@@ -63,6 +64,7 @@ def build_app(settings: Settings, engine: Engine | None = None, *, gate: SafetyG
     app = FastAPI(title="seesay", version=__version__, lifespan=lifespan,
                   description="Visual question answering with Qwen3-VL, OpenAI-compatible.")
     install_error_handlers(app, debug=settings.debug)
+    install_openapi(app, settings)
     routers = [module.router for module in (chat, vqa, models, health, admin)]
     for router in routers:
         app.include_router(router)

@@ -24,17 +24,28 @@ Compatibility, field by field:
   ``Cache-Control: no-cache`` skips the lookup but stores the fresh answer.
 * Every answer carries the header ``X-Seesay-Cache: hit-memory | hit-redis | miss``.
 * Any other field (``tools``, ``response_format``, ``logit_bias`` …) is refused with a 400
-  that names it, rather than silently ignored.
+  that names it, rather than silently ignored; so is a value of the wrong JSON type
+  (``"max_tokens": "5"``), as OpenAI does. ``2.0`` is an integer, as in JSON Schema.
+* ``POST /v1/vqa`` is a multipart form: a number's or boolean's text is read as JSON
+  (``max_tokens=64``, ``cache=false``), and an empty field is a field left out.
+
+The models' JSON schemas say every rule the validators check that JSON Schema can express
+(a user turn needs text that is not blank or an image; ``n`` is 1; at most 4 ``stop``
+strings …); :mod:`seesay.api.openapi` makes the OpenAPI document of them.
 """
 
 from __future__ import annotations
 
+import copy
+import json
+import re
 from typing import Annotated, Any, Literal
 
 from fastapi import UploadFile
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Discriminator,
     Field,
@@ -44,19 +55,63 @@ from pydantic import (
     model_validator,
 )
 
-from seesay.types import valid_text
+from seesay.types import SAMPLING_LIMITS, SEED_LIMITS, valid_text
 
 FinishReasonWire = Literal["stop", "length", "content_filter"]
 
 
 class WireModel(BaseModel):
-    """Requests refuse unknown fields, so an unsupported OpenAI option is never silently dropped."""
+    """Requests refuse unknown fields, so an unsupported OpenAI option is never silently dropped, and
+    values of the wrong JSON type (``"max_tokens": "5"``, ``"stream": "true"``), as OpenAI does."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 Text = Annotated[str, AfterValidator(valid_text)]
 """A request string that is valid Unicode: every text a client sends is one."""
+
+
+def _whole_number(value: Any) -> Any:
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+# JSON integers as JSON Schema reads them: 2.0 is 2; 2.5 and "2" are refused. (Bounds go before the
+# validator, or pydantic cannot put them in the JSON schema.)
+Count = Annotated[int, Field(ge=0), BeforeValidator(_whole_number)]
+PositiveCount = Annotated[int, Field(ge=1), BeforeValidator(_whole_number)]
+Seed = Annotated[int, Field(ge=SEED_LIMITS[0], le=SEED_LIMITS[1]), BeforeValidator(_whole_number)]
+TopK = Annotated[int, Field(ge=SAMPLING_LIMITS["top_k"][0], le=SAMPLING_LIMITS["top_k"][1]),
+                 BeforeValidator(_whole_number)]
+
+
+def _sampling(name: str) -> Any:
+    """An optional sampling value's field, within the range the engine takes (:data:`SAMPLING_LIMITS`)."""
+    low, high = SAMPLING_LIMITS[name]
+    return Field(None, ge=low, le=high)
+
+# The characters ``str.strip()`` removes, spelled out so the document's pattern means the same in
+# every regex dialect (ECMA, Python and Rust disagree on ``\s``); test_openapi checks the equivalence.
+BLANK_CHARACTERS = r"\t\n\x0b\x0c\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+NOT_BLANK = f"[^{BLANK_CHARACTERS}]"
+"""A pattern that finds a character in a text that is not blank: a user's text must have one."""
+_NOT_BLANK = re.compile(NOT_BLANK)
+
+
+def is_blank(text: str) -> bool:
+    """Whether ``text`` is empty or only white space (as ``not text.strip()``)."""
+    return _NOT_BLANK.search(text) is None
+
+
+_EMPTY_FIELD = {"const": "", "description": "An empty field is a field left out (as HTML forms send them)."}
+
+
+def _form_field(schema: dict[str, Any]) -> dict[str, Any]:
+    """An optional form field's schema: its value, or an empty field, never ``null`` (a form has none)."""
+    branches = [branch for branch in schema.get("anyOf", ()) if branch != {"type": "null"}]
+    if len(branches) != 1:
+        return schema
+    return {**{key: value for key, value in schema.items() if key not in ("anyOf", "default")},
+            "anyOf": [branches[0], _EMPTY_FIELD]}
 
 
 # --- requests --------------------------------------------------------------------------------
@@ -67,8 +122,26 @@ class TextContent(WireModel):
     text: Text
 
 
+def _caseless(word: str) -> str:
+    """A pattern matching ``word`` in any case (JSON Schema patterns have no flags)."""
+    return "".join(f"[{c.upper()}{c.lower()}]" if c.isalpha() else c for c in word)
+
+
+_BLANKS = f"[{BLANK_CHARACTERS}]*"
+DATA_URL_PATTERN = (f"^{_caseless('data')}:{_BLANKS}{_caseless('image')}/[^,;]*(;[^,;]*)*;"
+                    f"{_BLANKS}{_caseless('base64')}{_BLANKS}(;[^,;]*)*,")
+"""The start of an image data URL as the server reads it: ``data:image/<type>[;...];base64,`` (any case)."""
+HTTP_URL_PATTERN = f"^{_caseless('http')}[Ss]?:"
+IMAGE_URL_PATTERN = f"({DATA_URL_PATTERN})|({HTTP_URL_PATTERN})"
+"""``image_url.url`` on a server that fetches http(s) URLs; one that does not documents :data:`DATA_URL_PATTERN`."""
+
+
 class ImageUrl(WireModel):
-    url: Text = Field(min_length=1)
+    url: Text = Field(
+        min_length=1, json_schema_extra={"format": "uri", "pattern": IMAGE_URL_PATTERN},
+        description="A base64 data URL of a picture (data:image/png;base64,...) or, when the server fetches "
+                    "URLs, an http(s) URL. The picture must decode as JPEG, PNG, WebP, GIF, BMP or TIFF "
+                    "(HEIC/AVIF with pillow-heif); anything else is a 400.")
     detail: Literal["auto", "low", "high"] | None = None
 
 
@@ -106,7 +179,38 @@ StopStrings = Annotated[
 UNION_TAGS = frozenset({"string", "list"})  # error locations include these; field_path drops them
 
 
+def _message_variants(schema: dict[str, Any]) -> None:
+    """ChatMessageIn's JSON schema as two variants, so the document says what the validators check.
+
+    A user turn's content needs a character that is not blank, or an image; only a user turn
+    may hold images. The refs to the content parts are reused, so pydantic still resolves them.
+    """
+    properties = schema.pop("properties")
+    string_content, list_content = properties["content"]["oneOf"]
+    parts = list_content["items"]
+    mapping = parts["discriminator"]["mapping"]
+    text_ref, image_ref = (next(part for part in parts["oneOf"] if part["$ref"] == mapping[tag])
+                           for tag in ("text", "image_url"))
+    user_text = {"type": "string", "pattern": NOT_BLANK}
+    contentful_part = {"anyOf": [copy.deepcopy(image_ref), {
+        "type": "object", "properties": {"type": {"const": "text"}, "text": user_text}, "required": ["type", "text"]}]}
+    user_content = {"oneOf": [{**string_content, **user_text},
+                              {**list_content, "contains": contentful_part}]}
+    other_content = {"oneOf": [string_content, {"type": "array", "items": copy.deepcopy(text_ref)}]}
+    common = {"type": "object", "additionalProperties": False, "required": schema.pop("required")}
+    del schema["additionalProperties"], schema["type"]
+    schema["oneOf"] = [
+        {**common, "title": "UserMessage",
+         "properties": {**properties, "role": {"const": "user"}, "content": user_content}},
+        {**copy.deepcopy(common), "title": "SystemOrAssistantMessage",
+         "properties": {**copy.deepcopy(properties), "role": {"enum": ["system", "developer", "assistant"]},
+                        "content": other_content}},
+    ]
+
+
 class ChatMessageIn(WireModel):
+    model_config = ConfigDict(json_schema_extra=_message_variants)
+
     role: Literal["system", "developer", "user", "assistant"]
     content: MessageContent
     name: Text | None = None
@@ -124,8 +228,8 @@ class ChatMessageIn(WireModel):
     @property
     def is_empty(self) -> bool:
         if isinstance(self.content, str):
-            return not self.content.strip()
-        return not any(isinstance(p, ImageContent) or p.text.strip() for p in self.content)
+            return is_blank(self.content)
+        return not any(isinstance(p, ImageContent) or not is_blank(p.text) for p in self.content)
 
 
 class StreamOptions(WireModel):
@@ -135,25 +239,51 @@ class StreamOptions(WireModel):
 class SeesayOptions(WireModel):
     """The seesay extension: this request's pixel budget and cache opt-out (see the module docstring)."""
 
-    min_pixels: int | None = Field(None, ge=1)
-    max_pixels: int | None = Field(None, ge=1)
+    min_pixels: PositiveCount | None = None
+    max_pixels: PositiveCount | None = None
     cache: bool | None = Field(None, description="false: neither read nor store the response cache.")
 
 
+def _request_rules(schema: dict[str, Any]) -> None:
+    """The request rules of the validators below, in JSON Schema where it can say them."""
+    properties = schema["properties"]
+    properties["n"] = {"const": 1, "default": 1, "title": "N", "description": "Must be 1."}
+    properties["logprobs"] = {"anyOf": [{"const": False}, {"type": "null"}], "default": None, "title": "Logprobs",
+                              "description": "Not supported: false or null."}
+    properties["stop"]["anyOf"][0]["oneOf"][1]["maxItems"] = 4
+    # stream_options (not null) needs stream: true.
+    schema["anyOf"] = [
+        {"not": {"required": ["stream_options"]}},
+        {"properties": {"stream_options": {"type": "null"}}},
+        {"properties": {"stream": {"const": True}}, "required": ["stream"]},
+    ]
+
+
 class ChatCompletionRequest(WireModel):
+    """``POST /v1/chat/completions``.
+
+    The conversation must end with a user message, and a request may hold at most the server's
+    ``max_images_per_request`` pictures; the prompt and the answer's ``max_completion_tokens``
+    must fit the model's context window (``context_length_exceeded``). JSON Schema cannot say
+    these, so they are written here; everything else the server checks is in the schema.
+    """
+
+    model_config = ConfigDict(json_schema_extra=_request_rules)
+
     model: Text
-    messages: list[ChatMessageIn] = Field(min_length=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
-    max_tokens: int | None = Field(None, ge=1)
-    temperature: float | None = Field(None, ge=0, le=2)
-    top_p: float | None = Field(None, gt=0, le=1)
-    top_k: int | None = Field(None, ge=0)
-    repetition_penalty: float | None = Field(None, gt=0)
-    presence_penalty: float | None = Field(None, ge=-2, le=2)
-    frequency_penalty: float | None = Field(None, ge=-2, le=2)
-    seed: int | None = None
+    messages: list[ChatMessageIn] = Field(
+        min_length=1, description="The conversation; the last message must come from the user.")
+    max_completion_tokens: PositiveCount | None = None
+    max_tokens: PositiveCount | None = None
+    temperature: float | None = _sampling("temperature")
+    top_p: float | None = _sampling("top_p")
+    top_k: TopK | None = None
+    repetition_penalty: float | None = _sampling("repetition_penalty")
+    presence_penalty: float | None = _sampling("presence_penalty")
+    frequency_penalty: float | None = _sampling("frequency_penalty")
+    seed: Seed | None = None
     stop: StopStrings | None = None
-    n: int = Field(1, ge=1)
+    n: PositiveCount = 1
     logprobs: bool | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
@@ -209,25 +339,63 @@ class ChatCompletionRequest(WireModel):
         return (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
 
 
+IMAGE_MEDIA_TYPES = ("image/jpeg", "image/png", "image/webp", "image/gif", "image/bmp", "image/tiff")
+"""The picture formats every install reads (HEIC and AVIF need the ``heif`` extra)."""
+
+
+def _form_fields(schema: dict[str, Any]) -> None:
+    """VqaForm's JSON schema as a multipart form has it: no ``null`` but an empty field, and a file part."""
+    properties = schema["properties"]
+    for name, field in properties.items():
+        properties[name] = _form_field(field)
+    properties["image"] = {"type": "string", "format": "binary", "contentMediaType": "application/octet-stream",
+                           "title": "Image", "description": "The picture's file: " + ", ".join(IMAGE_MEDIA_TYPES)
+                           + " (HEIC/AVIF with the heif extra); anything else is a 400."}
+
+
 class VqaForm(WireModel):
     """``POST /v1/vqa`` (multipart): one picture and one question, plus optional controls.
 
     ``curl -F image=@photo.jpg -F question='What colour is it?' http://host/v1/vqa``
     """
 
+    model_config = ConfigDict(json_schema_extra=_form_fields)
+
     image: UploadFile
     question: Text = Field(min_length=1, max_length=8000)
     model: Text | None = None
     max_tokens: int | None = Field(None, ge=1)
-    temperature: float | None = Field(None, ge=0, le=2)
-    top_p: float | None = Field(None, gt=0, le=1)
-    top_k: int | None = Field(None, ge=0)
-    presence_penalty: float | None = Field(None, ge=-2, le=2)
-    frequency_penalty: float | None = Field(None, ge=-2, le=2)
-    seed: int | None = None
+    temperature: float | None = _sampling("temperature")
+    top_p: float | None = _sampling("top_p")
+    top_k: TopK | None = None
+    presence_penalty: float | None = _sampling("presence_penalty")
+    frequency_penalty: float | None = _sampling("frequency_penalty")
+    seed: Seed | None = None
     min_pixels: int | None = Field(None, ge=1)
     max_pixels: int | None = Field(None, ge=1)
     cache: bool | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read_form_text(cls, data: Any) -> Any:
+        """A form sends text: a number or boolean field's text is read as the JSON value it spells."""
+        if not isinstance(data, dict):
+            return data
+        return {name: value if name in _FORM_TEXT_FIELDS else _json_value(value) for name, value in data.items()}
+
+
+_FORM_TEXT_FIELDS = frozenset({"image", "question", "model"})
+
+
+def _json_value(value: Any) -> Any:
+    """``"5"`` → 5, ``"2.0"`` → 2, ``"true"`` → True; any other text stays text, for the field's own error."""
+    if not isinstance(value, str):
+        return value
+    try:
+        parsed = json.loads(value)
+    except ValueError:
+        return value
+    return _whole_number(parsed) if isinstance(parsed, bool | int | float) else value
 
 
 # --- responses -------------------------------------------------------------------------------
@@ -350,17 +518,3 @@ class ErrorDetail(BaseModel):
 
 class ErrorResponse(BaseModel):
     error: ErrorDetail
-
-
-def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI ``responses`` for a route: each status answered with an :class:`ErrorResponse`."""
-    return {status: {"model": ErrorResponse} for status in statuses}
-
-
-def answer_responses(answer: type[BaseModel]) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI ``responses`` of a route that answers questions: ``answer`` on 200, errors otherwise.
-
-    Such routes return ready-made responses (see :func:`seesay.api.answers.json_response`), so
-    the 200 schema is documented here rather than taken from a ``response_model``.
-    """
-    return {200: {"model": answer}, **error_responses(400, 401, 404, 413, 429, 503)}

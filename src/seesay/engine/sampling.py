@@ -18,7 +18,7 @@ import torch
 from transformers import LogitsProcessor
 
 from seesay.errors import InvalidRequestError
-from seesay.types import SamplingParams
+from seesay.types import SAMPLING_LIMITS, SEED_LIMITS, SamplingParams
 
 
 @dataclass(frozen=True)
@@ -75,12 +75,11 @@ def resolve_sampling(params: SamplingParams, defaults: ResolvedSampling) -> Reso
         repetition_penalty=float(pick("repetition_penalty")),
         seed=params.seed,
     )
-    _check_range("temperature", resolved.temperature, 0.0, 2.0)
-    _check_range("top_p", resolved.top_p, 1e-6, 1.0)
-    _check_range("top_k", resolved.top_k, 0, 1_000_000)
-    _check_range("presence_penalty", resolved.presence_penalty, -2.0, 2.0)
-    _check_range("frequency_penalty", resolved.frequency_penalty, -2.0, 2.0)
-    _check_range("repetition_penalty", resolved.repetition_penalty, 0.01, 10.0)
+    for name, (low, high) in SAMPLING_LIMITS.items():
+        _check_range(name, getattr(resolved, name), low, high)
+    if resolved.seed is not None and not SEED_LIMITS[0] <= resolved.seed <= SEED_LIMITS[1]:
+        raise InvalidRequestError(f"seed must be between {SEED_LIMITS[0]} and {SEED_LIMITS[1]}, got {resolved.seed}",
+                                  param="seed")
     return resolved
 
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends
 
 from seesay.api.dependencies import RuntimeDep, require_caller
-from seesay.api.protocol import CacheClearResponse, CacheStatsResponse, error_responses
+from seesay.api.openapi import error_responses
+from seesay.api.protocol import CacheClearResponse, CacheStatsResponse
 
 router = APIRouter(prefix="/admin", dependencies=[Depends(require_caller)])
 

@@ -16,14 +16,16 @@ from seesay.api.answers import (
     sse_stream,
 )
 from seesay.api.dependencies import RuntimeDep, require_caller
-from seesay.api.protocol import ChatCompletionRequest, ChatCompletionResponse, answer_responses
+from seesay.api.openapi import answer_responses
+from seesay.api.protocol import ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse
 from seesay.api.questions import chat_question
 from seesay.api.record import record_of
 
 router = APIRouter(dependencies=[Depends(require_caller)])
 
 
-@router.post("/v1/chat/completions", response_model=None, responses=answer_responses(ChatCompletionResponse))
+@router.post("/v1/chat/completions", response_model=None,
+             responses=answer_responses(ChatCompletionResponse, events=ChatCompletionChunk))
 async def create_chat_completion(body: ChatCompletionRequest, request: Request, runtime: RuntimeDep) -> Response:
     """Answer a conversation with images; ``stream: true`` for server-sent events."""
     record = record_of(request)

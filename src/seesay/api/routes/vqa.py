@@ -18,7 +18,8 @@ from seesay.api.answers import (
     usage_out,
 )
 from seesay.api.dependencies import RuntimeDep, require_caller
-from seesay.api.protocol import VqaForm, VqaResponse, answer_responses
+from seesay.api.openapi import answer_responses
+from seesay.api.protocol import VqaForm, VqaResponse
 from seesay.api.questions import vqa_question
 from seesay.api.record import record_of
 
