@@ -48,7 +48,7 @@ from schemathesis.openapi.checks import RejectedPositiveData
 from fakes import FakeEngine, app_client, fake_settings
 from seesay.api.app import build_app
 from seesay.api.openapi import operations
-from seesay.api.protocol import NOT_BLANK, is_blank
+from seesay.api.schema_rules import NOT_BLANK, is_blank
 from seesay.errors import (
     WIRE_FORMS,
     AuthenticationError,

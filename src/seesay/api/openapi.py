@@ -32,7 +32,8 @@ from pydantic import BaseModel
 
 from seesay.api.answers import CACHE_HEADER
 from seesay.api.dependencies import Runtime
-from seesay.api.protocol import DATA_URL_PATTERN, IMAGE_MEDIA_TYPES, ChatCompletionChunk, ErrorResponse
+from seesay.api.protocol import ChatCompletionChunk, ErrorResponse
+from seesay.api.schema_rules import DATA_URL_PATTERN, IMAGE_MEDIA_TYPES
 from seesay.config import Settings
 
 # --- what routes answer (their ``responses=``) ------------------------------------------------
