@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Create or refresh the project's virtualenv (.venv) with seesay and its extras.
 # Idempotent: does nothing when the venv is up to date with pyproject.toml.
-#   SEESAY_EXTRAS    pip extras to install (default: model,serve,heif,dev)
+#   SEESAY_EXTRAS    pip extras to install (default: model,serve,finetune,heif,dev)
 #   TORCH_SPEC       which torch to install when none is installed (default: torch==2.13.0)
 #   TORCH_INDEX_URL  the package index to take it from (default: chosen as below)
 #   VENV, PYTHON     the virtualenv's folder (.venv) and the Python that creates it (python3)
@@ -22,7 +22,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
-EXTRAS=${SEESAY_EXTRAS:-model,serve,heif,dev}
+EXTRAS=${SEESAY_EXTRAS:-model,serve,finetune,heif,dev}
 TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}
 TORCH_INDEX_URL=${TORCH_INDEX_URL:-}
 PYTHON=${PYTHON:-python3}
