@@ -23,23 +23,15 @@ from seesay.demo.catalogue import (
 )
 from seesay.demo.evaluate import evaluate
 from seesay.demo.examples import example_path
-from seesay.demo.model import PIXELS, build_processor, demo_config
+from seesay.demo.model import PIXELS, build_processor
 from seesay.demo.options import DemoModelSize, TrainConfig
 from seesay.demo.tokenizer import build_tokenizer
-from seesay.demo.train import (
-    IGNORE_INDEX,
-    build_demo_model,
-    build_training_set,
-    collate,
-    encode_group,
-    from_uint8_patches,
-    linear_patch_embedding,
-    to_uint8_patches,
-)
+from seesay.demo.train import build_demo_model, encode_group
 from seesay.engine.config import demo_model_dir
 from seesay.engine.processor import load_processor
 from seesay.engine.transformers import TransformersEngine
 from seesay.images import PixelBudget, load_image
+from seesay.training.batches import IGNORE_INDEX, PictureStore, PixelCodec
 from seesay.types import ChatMessage, GenerationRequest, SamplingParams
 
 TINY_SIZE = DemoModelSize(vision_depth=2, vision_hidden=32, text_hidden=64, text_heads=2, text_kv_heads=1)
@@ -86,7 +78,8 @@ def test_training_sequences_match_serving_and_label_only_the_answer() -> None:
     processor = build_processor(build_tokenizer())
     budget = PixelBudget(min_pixels=PIXELS, max_pixels=PIXELS)
     group = next(iter_picture_groups(0))
-    patches, grid, rows = encode_group(processor, group, budget, picture_index=0)
+    pictures = PictureStore()
+    rows = encode_group(processor, group, budget, pictures)
     picture = load_image(png_bytes(group[0].image), budget).image
     for sample, row in zip(group, rows, strict=True):
         content = [{"type": "image"}, {"type": "text", "text": sample.question}]
@@ -98,30 +91,16 @@ def test_training_sequences_match_serving_and_label_only_the_answer() -> None:
         assert row.mm_token_type_ids[: len(prompt_ids)] == served["mm_token_type_ids"][0].tolist()
         assert set(row.labels[: len(prompt_ids)]) == {IGNORE_INDEX}
         assert processor.tokenizer.decode(row.labels[len(prompt_ids):]) == sample.answer + "<|im_end|>"
-        torch.testing.assert_close(from_uint8_patches(torch.from_numpy(patches), 2), served["pixel_values"],
-                                   atol=1e-6, rtol=0)
-        assert grid.tolist() == served["image_grid_thw"].tolist()
+        assert row.pictures == (0,)
+        torch.testing.assert_close(pictures.pixel_values([0]), served["pixel_values"], atol=1e-6, rtol=0)
+        assert pictures.grid_thw([0]).tolist() == served["image_grid_thw"].tolist()
 
 
 def test_uint8_patches_round_trip_exactly() -> None:
+    codec = PixelCodec()
     values = np.random.default_rng(0).integers(0, 256, (64, 3, 256)).astype(np.uint8)
-    floats = from_uint8_patches(torch.from_numpy(values), 2).numpy()
-    assert (to_uint8_patches(floats, 2) == values).all()
-
-
-def test_linear_patch_embedding_computes_the_same_function() -> None:
-    tokenizer = build_tokenizer()
-    data = build_training_set(build_processor(tokenizer), 2, 0, report=lambda _line: None)
-    batch = collate(data, [0, 7], tokenizer.pad_token_id, 2)
-    torch.manual_seed(0)
-    model = AutoModelForImageTextToText.from_config(demo_config(tokenizer, TINY_SIZE)).eval()
-    with torch.no_grad():
-        stock = model(**batch).logits
-        with linear_patch_embedding(model):
-            linear = model(**batch).logits
-        restored = model(**batch).logits
-    torch.testing.assert_close(linear, stock, atol=1e-5, rtol=1e-5)
-    assert torch.equal(restored, stock)
+    floats = codec.to_float(torch.from_numpy(values)).numpy()
+    assert (codec.to_uint8(floats) == values).all()
 
 
 def test_shipped_weights_are_small_and_a_real_qwen3_vl() -> None:
