@@ -116,8 +116,10 @@ def _add_info(commands: Any) -> None:
 def _add_optional_commands(commands: Any) -> None:
     from seesay.cache.commands import add_cache_commands
     from seesay.demo.commands import add_demo_commands
+    from seesay.finetune.commands import add_finetune_commands
 
     add_demo_commands(commands)
+    add_finetune_commands(commands)
     add_cache_commands(commands)
     try:
         from seesay.api.commands import add_serve_command

@@ -12,7 +12,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from seesay.images import NormalizedImage, PixelBudget
 
@@ -56,6 +56,12 @@ class ChatMessage:
     @property
     def text(self) -> str:
         return "".join(p.text for p in self.content if isinstance(p, TextPart))
+
+    def as_template(self) -> dict[str, Any]:
+        """The turn as Hugging Face chat templates take it (an ``{"type": "image"}`` part per picture)."""
+        content = [{"type": "image"} if isinstance(p, ImagePart) else {"type": "text", "text": p.text}
+                   for p in self.content]
+        return {"role": self.role, "content": content}
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,9 @@ from readme_claims import accuracy_claim
 
 from seesay.cli import main
 from seesay.demo.catalogue import LANGUAGES, QUESTION_TYPES
-from seesay.demo.commands import BUILD_OPTIONS, field_docs
+from seesay.demo.commands import BUILD_OPTIONS
+from seesay.demo.options import TrainConfig
+from seesay.option_docs import field_docs
 from seesay.demo.evaluate import evaluate
 from seesay.engine.transformers import TransformersEngine
 
@@ -31,7 +33,7 @@ def test_build_help_documents_options_and_time(capsys: pytest.CaptureFixture[str
     assert "2 shared CPU cores" in text and "minutes" in text
     for name in BUILD_OPTIONS:
         assert f"--{name.replace('_', '-')}" in text
-        assert field_docs()[name] in text
+        assert field_docs(TrainConfig)[name] in text
 
 
 def test_eval_json_reports_the_model_s_exact_match_accuracy(engine: TransformersEngine,

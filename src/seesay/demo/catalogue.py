@@ -5,9 +5,12 @@ Contract:
 * An :class:`Item` is a kind (:data:`KINDS`) in a colour (:data:`COLOURS`).
 * Every (question type, kind, colour, language) has exactly one canonical answer
   (:func:`answer_for`); the question phrasings (:func:`questions_for`) vary.
+* The demo model learns :data:`QUESTION_TYPES`; :data:`TEACHING_TYPES` (the material an
+  item is made of) it never saw, so a dataset of them shows what fine-tuning teaches.
 * :func:`draw_samples` is deterministic for a seed and visits every kind × colour ×
-  question type × language combination once per block of :data:`COMBINATIONS`, in a
-  shuffled order, so any ``n >= len(COMBINATIONS)`` covers them all.
+  question type × language combination once per block of :data:`COMBINATIONS` (or of the
+  question types asked for), in a shuffled order, so any ``n >= len(COMBINATIONS)`` covers
+  them all.
   :func:`iter_picture_groups` (what training uses) asks every question type in every
   language about each picture, and visits every kind × colour once per 48 pictures.
 * No canonical answer repeats a token with the demo tokenizer (seesay applies a presence
@@ -23,7 +26,7 @@ import io
 import itertools
 import json
 import random
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -32,9 +35,11 @@ from PIL import Image
 
 from seesay.demo.drawing import RGB, draw_item
 
-QuestionType = Literal["item", "colour", "occasion"]
+QuestionType = Literal["item", "colour", "occasion", "material"]
 Language = Literal["en", "zh"]
 QUESTION_TYPES: tuple[QuestionType, ...] = ("item", "colour", "occasion")
+TEACHING_TYPES: tuple[QuestionType, ...] = ("material",)
+ALL_QUESTION_TYPES: tuple[QuestionType, ...] = QUESTION_TYPES + TEACHING_TYPES
 LANGUAGES: tuple[Language, ...] = ("en", "zh")
 
 
@@ -52,6 +57,8 @@ class Kind:
         zh_verb: How it is worn or carried (穿, 背, 戴).
         en_occasion: The shop assistant's occasion answer in English.
         zh_occasion: The same in Chinese.
+        en_material: What it is made of, in English (a teaching type: see the module docstring).
+        zh_material: The same in Chinese.
     """
 
     key: str
@@ -63,6 +70,8 @@ class Kind:
     zh_verb: str
     en_occasion: str
     zh_occasion: str
+    en_material: str
+    zh_material: str
 
 
 @dataclass(frozen=True)
@@ -93,22 +102,28 @@ class Colour:
 KINDS: tuple[Kind, ...] = (
     Kind("jacket", "this jacket", "is", "This is a jacket.", "外套", "件", "穿",
          "Great for casual spring and autumn outings; pair it with jeans.",
-         "适合春秋季休闲出行，可搭配牛仔裤。"),
+         "适合春秋季休闲出行，可搭配牛仔裤。",
+         "denim", "牛仔布"),
     Kind("tshirt", "this T-shirt", "is", "This is a T-shirt.", "T恤", "件", "穿",
          "Perfect for everyday summer wear; pair it with shorts or jeans.",
-         "适合夏季日常休闲，搭配短裤清爽又舒服。"),
+         "适合夏季日常休闲，搭配短裤清爽又舒服。",
+         "linen", "麻布"),
     Kind("dress", "this dress", "is", "This is a dress.", "连衣裙", "条", "穿",
          "Lovely for dates and parties; heels make it more elegant.",
-         "适合约会和派对，搭配高跟鞋更显优雅。"),
+         "适合约会和派对，搭配高跟鞋更显优雅。",
+         "silk", "真丝"),
     Kind("shoes", "these shoes", "are", "This is a pair of shoes.", "鞋", "双", "穿",
          "Comfortable for daily commuting and light exercise; they go with almost anything.",
-         "适合日常通勤和轻度运动，百搭又舒服。"),
+         "适合日常通勤和轻度运动，百搭又舒服。",
+         "leather", "真皮"),
     Kind("bag", "this bag", "is", "This is a bag.", "包", "个", "背",
          "Ideal for commuting, shopping and short trips; practical yet stylish.",
-         "适合通勤、购物和短途旅行，实用又时尚。"),
+         "适合通勤、购物和短途旅行，实用又时尚。",
+         "velvet", "丝绒"),
     Kind("hat", "this hat", "is", "This is a hat.", "帽子", "顶", "戴",
          "Great for outdoor trips in the sun; it keeps you shaded and looks smart.",
-         "适合户外出游佩戴，既能遮阳又很时髦。"),
+         "适合户外出游佩戴，既能遮阳又很时髦。",
+         "wool", "羊毛"),
 )
 
 COLOURS: tuple[Colour, ...] = (
@@ -175,6 +190,9 @@ _QUESTIONS: dict[tuple[QuestionType, Language], tuple[str, ...]] = {
                          "What is a good occasion for this?"),
     ("occasion", "zh"): ("这{m}{name}适合什么场合{verb}？", "这个适合什么场合？", "怎么搭配比较好？",
                          "什么时候{verb}比较合适？", "这{m}{name}怎么搭配？"),
+    ("material", "en"): ("What material is this?", "What is it made of?", "What fabric is {this} made of?",
+                         "Which material is this item?"),
+    ("material", "zh"): ("这是什么材质？", "这{m}{name}是什么材质的？", "这个是用什么做的？", "面料是什么？"),
 }
 
 
@@ -192,6 +210,8 @@ def answer_for(question_type: QuestionType, language: Language, item: Item) -> s
         return colour.key if language == "en" else colour.zh
     if question_type == "item":
         return kind.en_item if language == "en" else f"这是一{kind.zh_measure}{kind.zh_name}。"
+    if question_type == "material":
+        return f"It is made of {kind.en_material}." if language == "en" else f"{kind.zh_material}材质。"
     return kind.en_occasion if language == "en" else kind.zh_occasion
 
 
@@ -205,11 +225,13 @@ def draw_picture(item: Item, rng: random.Random) -> Image.Image:
     return draw_item(item.kind.key, item.colour.sample_rgb(rng), rng)
 
 
-def iter_samples(seed: int) -> Iterator[QASample]:
-    """The endless, deterministic sample stream of ``seed`` (see the module docstring)."""
+def iter_samples(seed: int, question_types: Sequence[QuestionType] = QUESTION_TYPES) -> Iterator[QASample]:
+    """The endless, deterministic sample stream of ``seed`` over ``question_types`` (see the module docstring)."""
     rng = random.Random(seed)
+    combinations = (COMBINATIONS if tuple(question_types) == QUESTION_TYPES
+                    else tuple(itertools.product(KINDS, COLOURS, question_types, LANGUAGES)))
     while True:
-        block = list(COMBINATIONS)
+        block = list(combinations)
         rng.shuffle(block)
         for kind, colour, question_type, language in block:
             item = Item(kind, colour)
@@ -239,9 +261,9 @@ def iter_picture_groups(seed: int) -> Iterator[tuple[QASample, ...]]:
             )
 
 
-def draw_samples(n: int, seed: int) -> list[QASample]:
+def draw_samples(n: int, seed: int, question_types: Sequence[QuestionType] = QUESTION_TYPES) -> list[QASample]:
     """The first ``n`` samples of the stream of ``seed``; the same seed gives the same samples."""
-    return list(itertools.islice(iter_samples(seed), n))
+    return list(itertools.islice(iter_samples(seed, question_types), n))
 
 
 def png_bytes(image: Image.Image) -> bytes:
@@ -251,29 +273,42 @@ def png_bytes(image: Image.Image) -> bytes:
     return buffer.getvalue()
 
 
-def write_demo_images(n: int, seed: int, out_dir: str | Path) -> Path:
-    """Write ``n`` samples of ``seed`` as PNG pictures plus ``answers.jsonl``.
+DatasetFormat = Literal["answers", "swift"]
+DATASET_FILES: dict[DatasetFormat, str] = {"answers": "answers.jsonl", "swift": "dataset.jsonl"}
 
-    Each line of ``answers.jsonl`` has ``image`` (the file name beside it), ``question``,
-    ``answer``, ``question_type`` and ``language``.
+
+def write_demo_images(n: int, seed: int, out_dir: str | Path, *, dataset_format: DatasetFormat = "answers",
+                      question_types: Sequence[QuestionType] = QUESTION_TYPES) -> Path:
+    """Write ``n`` samples of ``seed`` as PNG pictures plus one JSON line per sample.
+
+    ``answers`` writes ``answers.jsonl``, whose lines have ``image`` (the file name beside
+    it), ``question``, ``answer``, ``question_type`` and ``language``. ``swift`` writes
+    ``dataset.jsonl`` in ms-swift's format, ready for ``seesay finetune`` and ``seesay eval``:
+    ``messages`` (the question after an ``<image>`` tag, then the answer), ``images``, and the
+    same ``question_type``, ``language`` and ``item``.
 
     Returns:
-        The path of ``answers.jsonl``.
+        The path of the JSON lines file.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    index = out / "answers.jsonl"
+    index = out / DATASET_FILES[dataset_format]
     width = len(str(max(n - 1, 0)))
     with index.open("w", encoding="utf-8") as lines:
-        for i, sample in enumerate(iter_samples(seed)):
-            if i == n:
-                break
+        for i, sample in enumerate(itertools.islice(iter_samples(seed, question_types), n)):
             name = f"{i:0{width}d}-{sample.item.name}.png"
             (out / name).write_bytes(png_bytes(sample.image))
-            record = {"image": name, "question": sample.question, "answer": sample.answer,
-                      "question_type": sample.question_type, "language": sample.language}
-            lines.write(json.dumps(record, ensure_ascii=False) + "\n")
+            lines.write(json.dumps(_record(sample, name, dataset_format), ensure_ascii=False) + "\n")
     return index
+
+
+def _record(sample: QASample, image: str, dataset_format: DatasetFormat) -> dict[str, object]:
+    labels = {"question_type": sample.question_type, "language": sample.language}
+    if dataset_format == "answers":
+        return {"image": image, "question": sample.question, "answer": sample.answer, **labels}
+    messages = [{"role": "user", "content": f"<image>{sample.question}"},
+                {"role": "assistant", "content": sample.answer}]
+    return {"messages": messages, "images": [image], **labels, "item": sample.item.name}
 
 
 def corpus() -> list[str]:

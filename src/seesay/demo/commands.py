@@ -9,15 +9,13 @@ parser stays fast.
 from __future__ import annotations
 
 import argparse
-import ast
-import inspect
-import itertools
 import json
 import sys
-import textwrap
 from typing import Any
 
+from seesay.demo.catalogue import ALL_QUESTION_TYPES, QUESTION_TYPES
 from seesay.demo.options import TrainConfig
+from seesay.option_docs import field_docs
 
 # TrainConfig fields that `seesay demo build` exposes as options.
 BUILD_OPTIONS = ("steps", "seed", "pictures", "batch_size", "lr", "threads")
@@ -36,19 +34,25 @@ def add_demo_commands(subparsers: Any) -> None:
     demo.set_defaults(func=lambda _args: _usage(demo))
     commands = demo.add_subparsers(title="demo commands", metavar="COMMAND")
 
-    images = commands.add_parser("images", help="write catalogue pictures and answers.jsonl",
+    images = commands.add_parser("images", help="write catalogue pictures and their answers",
                                  description="Write N catalogue pictures (PNG) and answers.jsonl with each "
-                                 "picture's question, canonical answer, question type and language.")
+                                 "picture's question, canonical answer, question type and language, or, with "
+                                 "--format swift, dataset.jsonl in ms-swift's format for seesay finetune/eval.")
     images.add_argument("--n", type=int, default=48, help="number of samples (default: 48)")
     images.add_argument("--seed", type=int, default=12345, help="sample stream (default: 12345; "
                         "training uses 0)")
     images.add_argument("--out", required=True, help="folder to write into")
+    images.add_argument("--format", choices=("answers", "swift"), default="answers",
+                        help="answers.jsonl, or an ms-swift dataset.jsonl (default: answers)")
+    images.add_argument("--question-types", type=_question_types, default=None,
+                        help="comma-separated, from " + ", ".join(ALL_QUESTION_TYPES) + " (default: "
+                        + ",".join(QUESTION_TYPES) + "; material is one the demo model was never taught)")
     images.set_defaults(func=run_images)
 
     build = commands.add_parser("build", help="train the demo model from scratch",
                                 description=BUILD_TIME_NOTE)
     build.add_argument("--out", help="folder to save into (default: the package's seesay/demo/model)")
-    docs = field_docs()
+    docs = field_docs(TrainConfig)
     for name in BUILD_OPTIONS:
         build.add_argument(f"--{name.replace('_', '-')}", type=int if name != "lr" else float,
                            help=f"{docs[name]} (default: {getattr(_default_config(), name)})")
@@ -72,6 +76,15 @@ def add_demo_commands(subparsers: Any) -> None:
     examples.set_defaults(func=run_examples)
 
 
+def _question_types(value: str) -> tuple[str, ...]:
+    chosen = tuple(name.strip() for name in value.split(",") if name.strip())
+    unknown = sorted(set(chosen) - set(ALL_QUESTION_TYPES))
+    if unknown or not chosen:
+        raise argparse.ArgumentTypeError(f"unknown question type(s) {', '.join(unknown) or '(none given)'}; "
+                                         f"choose from {', '.join(ALL_QUESTION_TYPES)}")
+    return chosen
+
+
 def _usage(parser: argparse.ArgumentParser) -> int:
     parser.print_help(sys.stderr)
     return 2
@@ -81,24 +94,12 @@ def _default_config() -> TrainConfig:
     return TrainConfig()
 
 
-def field_docs() -> dict[str, str]:
-    """``TrainConfig``'s attribute docstrings by field name (they are the ``build`` options' help)."""
-    tree = ast.parse(textwrap.dedent(inspect.getsource(TrainConfig)))
-    body = tree.body[0].body  # type: ignore[attr-defined]
-    docs = {}
-    for statement, following in itertools.pairwise(body):
-        if (isinstance(statement, ast.AnnAssign) and isinstance(statement.target, ast.Name)
-                and isinstance(following, ast.Expr) and isinstance(following.value, ast.Constant)):
-            text = " ".join(str(following.value.value).split()).rstrip(".")
-            docs[statement.target.id] = text[:1].lower() + text[1:]
-    return docs
-
-
 def run_images(args: argparse.Namespace) -> int:
     """``seesay demo images``: write the pictures and ``answers.jsonl``."""
     from seesay.demo.catalogue import write_demo_images
 
-    index = write_demo_images(args.n, args.seed, args.out)
+    index = write_demo_images(args.n, args.seed, args.out, dataset_format=args.format,
+                              question_types=args.question_types or QUESTION_TYPES)
     print(f"wrote {args.n} pictures and {index}", file=sys.stderr)
     return 0
 

@@ -16,24 +16,12 @@ from dataclasses import dataclass
 
 from seesay.demo.catalogue import LANGUAGES, QUESTION_TYPES, QASample, draw_samples, png_bytes
 from seesay.engine.base import Engine
+from seesay.finetune.scoring import Score
 from seesay.images import load_image
 from seesay.types import ChatMessage, GenerationRequest, SamplingParams
 
 MAX_NEW_TOKENS = 48
 MAX_FAILURES_KEPT = 20
-
-
-@dataclass(frozen=True)
-class Score:
-    """Exact matches out of a number of questions."""
-
-    correct: int
-    total: int
-
-    @property
-    def accuracy(self) -> float:
-        """Fraction correct (0 when there were no questions)."""
-        return self.correct / self.total if self.total else 0.0
 
 
 @dataclass(frozen=True)
@@ -74,10 +62,10 @@ class EvalReport:
         """A JSON-ready dictionary (accuracies as fractions)."""
 
         def scores(group: dict[str, Score]) -> dict[str, dict[str, float]]:
-            return {key: _score_dict(score) for key, score in group.items()}
+            return {key: score.to_dict() for key, score in group.items()}
 
         return {
-            "n": self.n, "seed": self.seed, "overall": _score_dict(self.overall),
+            "n": self.n, "seed": self.seed, "overall": self.overall.to_dict(),
             "by_type": scores(self.by_type), "by_language": scores(self.by_language),
             "by_type_language": scores(self.by_type_language),
             "failures": [vars(failure) for failure in self.failures], "seconds": round(self.seconds, 2),
@@ -90,21 +78,13 @@ class EvalReport:
         for question_type in QUESTION_TYPES:
             cells = [self.by_type_language[f"{question_type}/{language}"] for language in LANGUAGES]
             row = (*cells, self.by_type[question_type])
-            lines.append(f"{question_type:10}" + "".join(_cell(s) for s in row))
+            lines.append(f"{question_type:10}" + "".join(s.cell() for s in row))
         cells = [self.by_language[language] for language in LANGUAGES]
-        lines.append(f"{'all':10}" + "".join(_cell(s) for s in (*cells, self.overall)))
+        lines.append(f"{'all':10}" + "".join(s.cell() for s in (*cells, self.overall)))
         for failure in self.failures:
             lines.append(f"  wrong: {failure.item}: {failure.question!r} -> {failure.got!r} "
                          f"(expected {failure.expected!r})")
         return "\n".join(lines)
-
-
-def _score_dict(score: Score) -> dict[str, float]:
-    return {"correct": score.correct, "total": score.total, "accuracy": round(score.accuracy, 4)}
-
-
-def _cell(score: Score) -> str:
-    return f"{100 * score.accuracy:7.1f}% ({score.correct:>3}/{score.total:<3})"
 
 
 def _score(pairs: Iterable[tuple[QASample, bool]], question_type: str | None = None,

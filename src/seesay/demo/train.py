@@ -16,11 +16,10 @@ drawn and preprocessed once, before the first step, not per batch, into a
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +35,7 @@ from seesay.engine.config import demo_model_dir
 from seesay.engine.patch_embedding import linearise_patch_embeddings
 from seesay.images import PixelBudget, load_image
 from seesay.training.batches import IGNORE_INDEX, EncodedSequence, PictureStore, PixelCodec, TrainingSet
-from seesay.training.loop import LoopSettings, train
+from seesay.training.loop import LoopSettings, torch_threads, train
 from seesay.training.progress import LogLines, Report
 
 
@@ -79,18 +78,6 @@ def build_training_set(processor: ProcessorMixin, pictures: int, seed: int, repo
     return data
 
 
-@contextlib.contextmanager
-def _torch_threads(threads: int | None) -> Iterator[None]:
-    """Use ``threads`` CPU threads inside the block (``None``: leave as is), then restore."""
-    previous = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
 def _stderr(message: str) -> None:
     print(f"[seesay demo build] {message}", file=sys.stderr, flush=True)
 
@@ -114,7 +101,7 @@ def build_demo_model(config: TrainConfig | None = None, out_dir: str | Path | No
     data = build_training_set(processor, config.pictures, config.seed, report)
     report(f"{len(data.sequences)} sequences from {config.pictures} pictures ready "
            f"({time.perf_counter() - started:.0f} s)")
-    with torch.random.fork_rng(devices=[]), _torch_threads(config.threads):
+    with torch.random.fork_rng(devices=[]), torch_threads(config.threads):
         torch.manual_seed(config.seed)
         model = AutoModelForImageTextToText.from_config(demo_config(tokenizer, config.size))
         report(f"model: {sum(p.numel() for p in model.parameters()):,} parameters")

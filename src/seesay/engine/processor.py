@@ -21,6 +21,7 @@ from transformers.models.qwen3_vl.processing_qwen3_vl import Qwen3VLProcessor
 from transformers.utils import is_torchvision_available
 
 from seesay.errors import ModelLoadError
+from seesay.images import PixelBudget
 
 # model_type → the processor class its checkpoints are trained with.
 PROCESSOR_CLASSES: dict[str, type[ProcessorMixin]] = {
@@ -100,3 +101,13 @@ def load_processor(source: str | Path, *, trust_remote_code: bool = False, **hub
     if not hasattr(processor, "image_processor"):
         raise ModelLoadError(f"{source} has no image processor: is it a vision-language checkpoint?")
     return processor
+
+
+def processor_pixel_budget(processor: ProcessorMixin, min_pixels: int | None = None,
+                           max_pixels: int | None = None) -> PixelBudget:
+    """The pixel budget of a Qwen-VL processor (its ``size``), with either bound overridden."""
+    image_processor: Any = processor.image_processor  # type: ignore[attr-defined]
+    size = image_processor.size
+    return PixelBudget(min_pixels=min_pixels or int(size["shortest_edge"]),
+                       max_pixels=max_pixels or int(size["longest_edge"]),
+                       factor=int(image_processor.patch_size * image_processor.merge_size))

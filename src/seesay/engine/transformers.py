@@ -31,7 +31,7 @@ from seesay.engine.decoding import AnswerText, BatchStopper, RowState
 from seesay.engine.device import DevicePlan, plan_device
 from seesay.engine.fingerprint import engine_fingerprint, folder_identities
 from seesay.engine.patch_embedding import linearise_patch_embeddings
-from seesay.engine.processor import load_processor
+from seesay.engine.processor import load_processor, processor_pixel_budget
 from seesay.engine.registry import register_engine
 from seesay.engine.sampling import ResolvedSampling, RowSampler, model_defaults, resolve_sampling
 from seesay.errors import ContextLengthExceededError, InvalidRequestError, ModelLoadError, SeesayError
@@ -65,7 +65,7 @@ class TransformersEngine(Engine):
         log.info("loading %s on %s (%s, %s)", source, self.plan.device, self.plan.dtype_name, self.plan.attention)
         try:
             self.processor = load_processor(source, trust_remote_code=config.trust_remote_code, **hub)
-            self.model = _load_model(source, self.plan, config.trust_remote_code, hub)
+            self.model = load_model(source, self.plan, config.trust_remote_code, hub)
         except ModelLoadError:
             raise
         except (OSError, ValueError) as exc:
@@ -151,13 +151,7 @@ class TransformersEngine(Engine):
     # -- preparation ------------------------------------------------------------------------
 
     def _pixel_budget(self) -> PixelBudget:
-        image_processor = self.processor.image_processor
-        size = image_processor.size
-        return PixelBudget(
-            min_pixels=self.config.min_pixels or int(size["shortest_edge"]),
-            max_pixels=self.config.max_pixels or int(size["longest_edge"]),
-            factor=int(image_processor.patch_size * image_processor.merge_size),
-        )
+        return processor_pixel_budget(self.processor, self.config.min_pixels, self.config.max_pixels)
 
     def _request_budget(self, budget: PixelBudget | None) -> PixelBudget:
         if budget is None:
@@ -179,7 +173,7 @@ class TransformersEngine(Engine):
             _check_normalised(index, picture, budget)
         images = [picture.image for picture in pictures]
         prompt = self.processor.apply_chat_template(
-            [_template_message(m) for m in messages], add_generation_prompt=True, tokenize=False
+            [m.as_template() for m in messages], add_generation_prompt=True, tokenize=False
         )
         kwargs: dict[str, Any] = {"text": [prompt], "return_tensors": "pt"}
         if images:
@@ -294,14 +288,6 @@ def _left_pad(tensor: torch.Tensor, width: int, value: int) -> torch.Tensor:
     return torch.cat([pad, tensor], dim=1)
 
 
-def _template_message(message: ChatMessage) -> dict[str, Any]:
-    content = [
-        {"type": "image"} if isinstance(part, ImagePart) else {"type": "text", "text": part.text}
-        for part in message.content
-    ]
-    return {"role": message.role, "content": content}
-
-
 def _eos_token_ids(generation_config: GenerationConfig, tokenizer: Any) -> set[int]:
     configured = generation_config.eos_token_id
     ids = set(configured if isinstance(configured, list) else [] if configured is None else [configured])
@@ -327,7 +313,8 @@ def _result(prepared: PreparedRequest, row: RowState, started: float) -> Generat
     )
 
 
-def _load_model(source: str, plan: DevicePlan, trust_remote_code: bool, hub: dict[str, Any]) -> Any:
+def load_model(source: str, plan: DevicePlan, trust_remote_code: bool, hub: dict[str, Any]) -> Any:
+    """A Qwen-VL checkpoint placed by ``plan``, patch embeddings linearised, in eval mode."""
     kwargs: dict[str, Any] = {
         "dtype": plan.dtype,
         "attn_implementation": plan.attention,

@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -77,7 +78,7 @@ class CheckpointDir:
         found = self.complete()
         return found[-1] if found else None
 
-    def save(self, step: int, parameters: dict[str, torch.Tensor], state: dict[str, Any],
+    def save(self, step: int, parameters: Mapping[str, torch.Tensor], state: dict[str, Any],
              settings: dict[str, Any]) -> Checkpoint:
         """Write a checkpoint of ``step`` atomically and drop the oldest beyond ``keep``."""
         self.root.mkdir(parents=True, exist_ok=True)

@@ -15,6 +15,7 @@ seed and thread count give byte-identical weights.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -128,6 +129,25 @@ class Checkpointing:
     settings: Mapping[str, Any]
 
 
+@contextlib.contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """Use ``threads`` CPU threads inside the block (``None``: leave as is), then restore."""
+    previous = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def on_model(batch: dict[str, torch.Tensor], model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """``batch`` on the model's device, floating-point inputs in its dtype (a no-op for fp32 on CPU)."""
+    first = next(model.parameters())
+    return {name: tensor.to(first.device, first.dtype) if tensor.is_floating_point() else tensor.to(first.device)
+            for name, tensor in batch.items()}
+
+
 def data_order(n: int, seed: int) -> Iterator[int]:
     """Endless epochs over ``n`` sequence indices, each a fresh permutation drawn from ``seed``."""
     generator = torch.Generator().manual_seed(seed)
@@ -160,7 +180,8 @@ class _Run:
         total = 0.0
         for _ in range(settings.grad_accumulation):
             indices = list(itertools.islice(self.order, settings.batch_size))
-            loss = self.model(**collate(self.data, indices, self.pad_id)).loss / settings.grad_accumulation
+            batch = on_model(collate(self.data, indices, self.pad_id), self.model)
+            loss = self.model(**batch).loss / settings.grad_accumulation
             loss.backward()
             total += loss.item()
         torch.nn.utils.clip_grad_norm_([p for _, p in self.trained], settings.max_grad_norm)
@@ -275,6 +296,6 @@ def evaluation_loss(model: torch.nn.Module, data: TrainingSet, batch_size: int, 
     for start in range(0, len(data.sequences), batch_size):
         indices = list(range(start, min(start + batch_size, len(data.sequences))))
         labelled = sum(data.sequences[i].trained_tokens for i in indices)
-        total += float(model(**collate(data, indices, pad_id)).loss) * labelled
+        total += float(model(**on_model(collate(data, indices, pad_id), model)).loss) * labelled
         tokens += labelled
     return total / max(tokens, 1)
