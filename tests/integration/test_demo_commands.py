@@ -11,10 +11,10 @@ from readme_claims import accuracy_claim
 from seesay.cli import main
 from seesay.demo.catalogue import LANGUAGES, QUESTION_TYPES
 from seesay.demo.commands import BUILD_OPTIONS
-from seesay.demo.options import TrainConfig
-from seesay.option_docs import field_docs
 from seesay.demo.evaluate import evaluate
+from seesay.demo.options import TrainConfig
 from seesay.engine.transformers import TransformersEngine
+from seesay.option_docs import field_docs
 
 
 def test_images_writes_pictures_and_answers(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -121,7 +121,7 @@ def test_interrupted_run_resumes_to_the_same_weights(dataset: Path, trained: Pat
                 raise KeyboardInterrupt
 
     config = quick(dataset, tmp_path, eval_data=dataset, eval_every=3)
-    with pytest.raises(TrainingInterrupted, match="interrupted at step 3.*--resume"):
+    with pytest.raises(TrainingInterrupted, match=r"interrupted at step 3.*--resume"):
         finetune(config, progress=StopAt(lambda _l: None, 1), report=lambda _l: None)
     assert CheckpointDir(tmp_path / "checkpoints").latest().step == 3  # type: ignore[union-attr]
     (tmp_path / "checkpoints" / ".writing-leftover").mkdir()  # a write cut short is not a checkpoint

@@ -72,7 +72,7 @@ def test_dataset_info_columns_and_tags_as_llama_factory_declares_them(folder: Pa
     (folder / "dataset_info.json").write_text(json.dumps(info), encoding="utf-8")
     (conversation,) = load_dataset(folder, "shop")
     assert conversation.messages[0].content == "<image>颜色？" and conversation.answer == "红色"
-    with pytest.raises(DatasetError, match="name one of its datasets .*other, shop"):
+    with pytest.raises(DatasetError, match=r"name one of its datasets .*other, shop"):
         load_dataset(folder / "dataset_info.json")
     with pytest.raises(DatasetError, match="'other' is formatted as alpaca"):
         load_dataset(folder, "other")
