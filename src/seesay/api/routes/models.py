@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Response
 from fastapi.responses import PlainTextResponse
 
 from seesay.api.dependencies import Runtime, RuntimeDep, require_caller
@@ -39,8 +39,9 @@ async def get_model(model_id: str, runtime: RuntimeDep) -> ModelCard:
     return _card(runtime, model_id)
 
 
-@router.post("/v1/load_lora_adapter", response_class=PlainTextResponse,
-             responses={200: _PLAIN_TEXT, **error_responses(400, 401, 429, 503)})
+# response_class=Response (no media type): FastAPI then documents the errors as JSON, the 200 as text.
+@router.post("/v1/load_lora_adapter", response_class=Response,
+             responses={200: _PLAIN_TEXT, **error_responses(400, 401, 413, 429, 503)})
 async def load_lora_adapter(body: LoadLoRAAdapterRequest, runtime: RuntimeDep) -> PlainTextResponse:
     """Serve a LoRA adapter as a model of its own; the least recently used idle one makes room at ``max_loras``."""
     try:
@@ -51,8 +52,8 @@ async def load_lora_adapter(body: LoadLoRAAdapterRequest, runtime: RuntimeDep) -
     return PlainTextResponse(f"Success: LoRA adapter '{source.name}' added successfully.")
 
 
-@router.post("/v1/unload_lora_adapter", response_class=PlainTextResponse,
-             responses={200: _PLAIN_TEXT, **error_responses(400, 401, 404, 429, 503)})
+@router.post("/v1/unload_lora_adapter", response_class=Response,
+             responses={200: _PLAIN_TEXT, **error_responses(400, 401, 404, 413, 429, 503)})
 async def unload_lora_adapter(body: UnloadLoRAAdapterRequest, runtime: RuntimeDep) -> PlainTextResponse:
     """Stop serving a LoRA adapter (503 while requests are being answered with it)."""
     await runtime.service.adapters.unload(body.lora_name)
