@@ -179,7 +179,9 @@ class PeftAdapterSet:
     def _check_nothing_dropped(self, name: str, folder: Path) -> None:
         with safe_open(str(folder / WEIGHTS_FILE), framework="pt") as weights:
             saved = set(weights.keys())
-        kept = set(get_peft_model_state_dict(self._peft, adapter_name=name))
+        # save_embedding_layers=True: keys of every embedding layer count as kept (a superset, which is
+        # what this check needs), and PEFT's "auto" would look the base model up on the hub.
+        kept = set(get_peft_model_state_dict(self._peft, adapter_name=name, save_embedding_layers=True))
         dropped = sorted(saved - kept)
         if dropped:
             shown = ", ".join(dropped[:5]) + (f" and {len(dropped) - 5} more" if len(dropped) > 5 else "")
