@@ -187,3 +187,23 @@ async def test_max_loras_unloads_the_least_recently_used_and_the_cache_knows_ret
         assert cache == "miss" and new_answer != shop
     for name in ("shop", "vision"):
         engine.unload_adapter(name)
+
+
+def test_seesay_ask_answers_with_an_adapter_by_folder_or_by_configured_name(
+        lora_adapters: dict[str, Path], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    from seesay.cli import main
+
+    monkeypatch.setenv("SEESAY_DEVICE", "cpu")
+    monkeypatch.setenv("SEESAY_SAFETY_IMAGE_DETECTOR", "off")
+    monkeypatch.setenv("SEESAY_LORA_MODULES", f"shop={lora_adapters['shop']}")
+
+    def ask_cli(*options: str) -> str:
+        assert main(["ask", "example:red-tshirt", QUESTION, "--temperature", "0", "--max-new-tokens", "12",
+                     *options]) == 0
+        return capsys.readouterr().out.strip()
+
+    base = ask_cli()
+    assert base == "red"
+    by_name = ask_cli("--adapter", "shop")
+    assert by_name != base
+    assert ask_cli("--adapter", str(lora_adapters["shop"])) == by_name  # the same adapter by its folder
