@@ -4,10 +4,12 @@ Contract:
 
 * Each loaded adapter is a model id whose parent is the served model; a request names it as
   its ``model``. Names are unique and never the served model's own.
-* At most ``max_loras`` adapters are loaded at once, start-up ones included. Loading one more
-  first unloads the least recently used adapter that no request holds; when every loaded
-  adapter is held, the load is refused with :class:`~seesay.errors.ServerBusyError` (503,
-  Retry-After) and nothing changes.
+* At most ``max_loras`` adapters are served at once, start-up ones included. Loading one more
+  unloads the least recently used adapter that no request holds: it stops being served as the
+  load starts, and is unloaded once the new one has loaded (so the engine briefly holds one
+  more); if the new one fails to load, it is served again as before. When every loaded adapter
+  is held, the load is refused with :class:`~seesay.errors.ServerBusyError` (503, Retry-After)
+  and nothing changes.
 * A request holds a :class:`AdapterLease` on its adapter from admission until its answer is
   complete (:meth:`AdapterLease.keep_until`), so an adapter is never unloaded under a request,
   and the lease carries the adapter's weights fingerprint for the request's cache key. Unloading
@@ -20,9 +22,9 @@ Contract:
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import threading
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
@@ -44,6 +46,8 @@ class Finishing(Protocol):
 @dataclass
 class _Slot:
     adapter: LoadedAdapter
+    loaded_at: int  # ticks of the catalogue's clock: higher is later
+    used_at: int
     holders: int = 0
 
 
@@ -103,15 +107,16 @@ class AdapterCatalogue:
         self.parent = parent
         self.max_loras = max_loras
         self._engine = engine
-        self._slots: OrderedDict[str, _Slot] = OrderedDict()  # least recently used first
+        self._slots: dict[str, _Slot] = {}
+        self._ticks = itertools.count()
         self._lock = threading.Lock()
         self._changing = asyncio.Lock()
 
     @property
     def adapters(self) -> tuple[LoadedAdapter, ...]:
-        """The loaded adapters, least recently used first."""
+        """The loaded adapters, in the order they were loaded."""
         with self._lock:
-            return tuple(slot.adapter for slot in self._slots.values())
+            return tuple(slot.adapter for slot in sorted(self._slots.values(), key=lambda slot: slot.loaded_at))
 
     def __contains__(self, name: object) -> bool:
         return name in self._slots
@@ -130,7 +135,7 @@ class AdapterCatalogue:
                 raise ModelNotFoundError(f"the model '{name}' does not exist here; this server serves: "
                                          f"{', '.join([self.parent, *self._slots])}", param="model")
             slot.holders += 1
-            self._slots.move_to_end(name)
+            slot.used_at = next(self._ticks)
             return AdapterLease(self, slot.adapter)
 
     async def load(self, source: AdapterSource) -> LoadedAdapter:
@@ -142,13 +147,20 @@ class AdapterCatalogue:
         """
         async with self._changing:
             self._check_new(source)
-            victim = self._idle_to_evict()
+            victim = self._withdraw_least_recently_used()
+            try:
+                adapter = await asyncio.to_thread(self._engine.load_adapter, source)
+            except BaseException:
+                if victim is not None:
+                    self._restore(victim)
+                raise
             if victim is not None:
-                log.info("unloading LoRA adapter '%s', the least recently used, to load '%s'", victim, source.name)
-                await self._unload(victim)
-            adapter = await asyncio.to_thread(self._engine.load_adapter, source)
+                log.info("unloading LoRA adapter '%s', the least recently used, for '%s'", victim.adapter.name,
+                         source.name)
+                await asyncio.to_thread(self._engine.unload_adapter, victim.adapter.name)
             with self._lock:
-                self._slots[source.name] = _Slot(adapter)
+                now = next(self._ticks)
+                self._slots[source.name] = _Slot(adapter, loaded_at=now, used_at=now)
             return adapter
 
     async def unload(self, name: str) -> None:
@@ -178,8 +190,9 @@ class AdapterCatalogue:
             raise AdapterLoadError(f"base_model_name '{source.base_model_name}' is not served here; this server "
                                    f"serves '{self.parent}'", param="base_model_name")
 
-    def _idle_to_evict(self) -> str | None:
-        """The adapter to unload before one more fits: ``None`` if there is room.
+    def _withdraw_least_recently_used(self) -> _Slot | None:
+        """Stop serving the adapter to unload before one more fits (no request can take it after
+        this); ``None`` if there is room.
 
         Raises:
             ServerBusyError: No room, and requests hold every loaded adapter.
@@ -187,11 +200,17 @@ class AdapterCatalogue:
         with self._lock:
             if len(self._slots) < self.max_loras:
                 return None
-            idle = [name for name, slot in self._slots.items() if not slot.holders]
-        if not idle:
-            raise ServerBusyError(f"all {self.max_loras} adapter slots (max_loras) hold adapters that are "
-                                  "answering requests; retry shortly, or unload an adapter, or raise max_loras")
-        return idle[0]
+            idle = min((slot for slot in self._slots.values() if not slot.holders), default=None,
+                       key=lambda slot: slot.used_at)
+            if idle is None:
+                raise ServerBusyError(f"all {self.max_loras} adapter slots (max_loras) hold adapters that are "
+                                      "answering requests; retry shortly, or unload an adapter, or raise max_loras")
+            return self._slots.pop(idle.adapter.name)
+
+    def _restore(self, slot: _Slot) -> None:
+        """Serve a withdrawn adapter again, as recently used as it was."""
+        with self._lock:
+            self._slots[slot.adapter.name] = slot
 
     async def _unload(self, name: str) -> None:
         with self._lock:

@@ -4,7 +4,7 @@ The fake engine answers an adapter's requests with the adapter's name first
 (``"shop: 0 image(s): ..."``) and loads adapters from folders holding the two files of a PEFT
 adapter (:func:`fakes.fake_adapter_folder`), so these tests check what the API and the service
 do with adapters; loading real weights is tested with the demo model in
-``tests/integration/test_adapters.py``.
+``tests/integration/test_engine_adapters.py``.
 """
 
 from __future__ import annotations
@@ -124,12 +124,13 @@ async def test_a_folder_that_is_not_an_adapter_is_a_400_that_names_it(served: ht
     assert (await load(served, "fake-vl", tmp_path / "half")).status_code == 400  # the base model's name
 
 
-async def test_at_max_loras_the_least_recently_used_adapter_makes_room(served: httpx.AsyncClient,
+async def test_at_max_loras_the_least_recently_used_adapter_makes_room(served: httpx.AsyncClient, engine: FakeEngine,
                                                                        folders: dict[str, Path]) -> None:
     assert (await load(served, "kids", folders["kids"])).status_code == 200  # now shop, kids: full
     await answer(served, "shop")  # kids is now the least recently used
     assert (await load(served, "gift", folders["gift"])).status_code == 200
-    assert [c["id"] for c in await listed(served)] == ["fake-vl", "shop", "gift"]
+    assert [c["id"] for c in await listed(served)] == ["fake-vl", "shop", "gift"]  # listed in load order
+    assert set(engine.adapters) == {"shop", "gift"}
 
 
 async def test_adapters_in_use_are_never_unloaded(engine: FakeEngine, folders: dict[str, Path]) -> None:
@@ -181,3 +182,13 @@ async def test_the_cache_tells_adapters_and_their_weights_apart(served: httpx.As
     again = await answer(served, "shop")
     assert (first.headers[CACHE], again.headers[CACHE]) == ("miss", "miss")
     assert len(engine.batches) == 3
+
+
+async def test_a_load_that_fails_at_max_loras_leaves_the_least_recently_used_adapter_served(
+        served: httpx.AsyncClient, engine: FakeEngine, folders: dict[str, Path], tmp_path: Path) -> None:
+    assert (await load(served, "kids", folders["kids"])).status_code == 200  # full: shop, kids
+    assert (await load(served, "gift", tmp_path / "nowhere")).status_code == 400
+    assert [c["id"] for c in await listed(served)] == ["fake-vl", "shop", "kids"]
+    assert set(engine.adapters) == {"shop", "kids"}
+    assert (await load(served, "gift", folders["gift"])).status_code == 200  # shop is still the least recent
+    assert [c["id"] for c in await listed(served)] == ["fake-vl", "kids", "gift"]
