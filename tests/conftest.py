@@ -25,6 +25,17 @@ _CI_ALLOWED_SKIP_MARKERS = {"gpu"}
 pytest_plugins = ["pytester"]  # tests of this file's CI rule run inner pytest sessions
 
 
+@pytest.fixture(scope="session")
+def lora_adapters(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """LoRA adapters of the demo model (see ``tests/lora_adapters.py``), made once a session:
+    ``shop`` and ``kids`` on the language model's attention, ``vision`` on the vision tower too."""
+    from lora_adapters import WITH_VISION_TOWER, make_adapter
+
+    root = tmp_path_factory.mktemp("lora")
+    return {"shop": make_adapter(root / "shop", seed=1), "kids": make_adapter(root / "kids", seed=2),
+            "vision": make_adapter(root / "vision", seed=3, target_modules=WITH_VISION_TOWER)}
+
+
 def _in_ci() -> bool:
     return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
 

@@ -5,8 +5,11 @@ it answers ``"<n> image(s): <last user text>"`` one word per token (or, for a qu
 in ``scripted``, exactly the deltas given there), generates the rows of a batch in lockstep
 (so a batch takes as long as its longest row, as on a real accelerator), streams through the
 observer, stops a row when the observer cancels it, and honours ``max_new_tokens`` and
-``stop``. Tests steer it with a few knobs and read back what it saw. The ASGI and metrics
-helpers at the end serve the API tests.
+``stop``. A request for a LoRA adapter is answered with the adapter's name first
+(``"shop: 0 image(s): ..."``); adapters load from folders that hold the two files of a PEFT
+adapter (:func:`fake_adapter_folder` writes one), and requests of different adapters share a
+batch unless ``mixed_adapters`` is off. Tests steer it with a few knobs and read back what it
+saw. The ASGI and metrics helpers at the end serve the API tests.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -27,8 +31,16 @@ from fastapi import FastAPI
 from PIL import Image
 
 from seesay.config import Settings
+from seesay.engine.adapters import (
+    CONFIG_FILE,
+    WEIGHTS_FILE,
+    AdapterSource,
+    LoadedAdapter,
+    adapter_fingerprint,
+    check_adapter_folder,
+)
 from seesay.engine.base import Engine, EngineHealth, EngineInfo, GenerationObserver, PreparedRequest
-from seesay.errors import ContextLengthExceededError, InvalidRequestError
+from seesay.errors import ContextLengthExceededError, InvalidRequestError, ModelNotFoundError
 from seesay.images import PixelBudget, load_image
 from seesay.types import (
     ChatMessage,
@@ -66,7 +78,16 @@ def fake_answer(request: GenerationRequest) -> str:
     """The complete answer the fake gives when nothing truncates it."""
     user_turns = [m for m in request.messages if m.role == "user"]
     question = user_turns[-1].text if user_turns else ""
-    return " ".join([str(len(request.images)), "image(s):", *question.split()])
+    adapter = [f"{request.adapter}:"] if request.adapter is not None else []
+    return " ".join([*adapter, str(len(request.images)), "image(s):", *question.split()])
+
+
+def fake_adapter_folder(folder: Path, weights: bytes = b"lora weights") -> Path:
+    """A folder with the two files of a PEFT LoRA adapter (``weights`` stands for the tensors)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / CONFIG_FILE).write_text(json.dumps({"peft_type": "LORA", "r": 8}), encoding="utf-8")
+    (folder / WEIGHTS_FILE).write_bytes(weights)
+    return folder
 
 
 class FakeEngine(Engine):
@@ -78,6 +99,7 @@ class FakeEngine(Engine):
         max_model_len: Prompt plus output token limit; longer requests fail in ``prepare``.
         default_max_new_tokens: Output bound when a request sets none.
         scripted: Last user text → the deltas to answer it with, one per token.
+        mixed_adapters: Whether requests of different adapters may share a batch.
 
     Attributes:
         requests: Every request ``prepare`` saw, in order.
@@ -90,6 +112,7 @@ class FakeEngine(Engine):
             text the step before emitted, so a consumer's reaction to it (a cancel) lands before
             the next step, however loaded the machine.
         closed: Whether :meth:`close` was called.
+        adapters: The loaded adapters by name.
     """
 
     def __init__(
@@ -101,7 +124,10 @@ class FakeEngine(Engine):
         default_max_new_tokens: int = 64,
         budget: PixelBudget | None = None,
         scripted: Mapping[str, Sequence[str]] | None = None,
+        mixed_adapters: bool = True,
     ) -> None:
+        self.mixed_adapters = mixed_adapters
+        self.adapters: dict[str, LoadedAdapter] = {}
         self.scripted = dict(scripted or {})
         self.token_delay_s = token_delay_s
         self.prepare_delay_s = prepare_delay_s
@@ -133,8 +159,20 @@ class FakeEngine(Engine):
             )
         return PreparedRequest(
             request, prompt_tokens, image_tokens, max_new, time.monotonic() - started,
-            payload=self._deltas(request),
+            payload=self._deltas(request), batch_group=None if self.mixed_adapters else request.adapter,
         )
+
+    def load_adapter(self, source: AdapterSource) -> LoadedAdapter:
+        folder = Path(source.path)
+        config = check_adapter_folder(folder)
+        adapter = LoadedAdapter(source.name, source.path, adapter_fingerprint(folder),
+                                config.get("base_model_name_or_path"))
+        self.adapters[source.name] = adapter
+        return adapter
+
+    def unload_adapter(self, name: str) -> None:
+        if self.adapters.pop(name, None) is None:
+            raise ModelNotFoundError(f"the LoRA adapter '{name}' cannot be found", param="lora_name")
 
     def unpace(self) -> None:
         """Let generation run freely again, also a step already waiting for a permit."""

@@ -82,6 +82,8 @@ def _add_ask(commands: Any) -> None:
                      "picture (example:red-tshirt)")
     ask.add_argument("question", type=_text, help="the question, e.g. 'What colour is this item?'")
     _add_model_options(ask)
+    ask.add_argument("--adapter", metavar="PATH_OR_NAME", help="answer with a LoRA adapter: a name from "
+                     "lora_modules ($SEESAY_LORA_MODULES), or an adapter folder or hub id")
     gen = ask.add_argument_group("generation")
     gen.add_argument("--max-new-tokens", type=int, help="upper bound on answer tokens")
     gen.add_argument("--temperature", type=float, help="0 for greedy decoding (default: the model card's 0.7)")
@@ -157,20 +159,35 @@ def run_ask(args: argparse.Namespace) -> int:
     from seesay.safety import SafetyGate
     from seesay.types import Question, SamplingParams, Turn
 
-    settings = settings_from_args(args)
+    settings, adapter = _with_adapter(settings_from_args(args), args.adapter)
     with closing(SafetyGate.from_config(settings.safety_config())) as gate:  # before the model: fails closed
         engine = engine_from_args(args, settings)
         sampling = SamplingParams(
             max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
             presence_penalty=args.presence_penalty, seed=args.seed, stop=tuple(args.stop),
         )
-        question = Question((Turn("user", (_image_input(args.image), args.question)),), sampling)
+        question = Question((Turn("user", (_image_input(args.image), args.question)),), sampling, model=adapter)
         printing = args.stream and not args.json
         result = asyncio.run(answer(engine, settings, gate, question, print_deltas=printing))
     if not printing:
         print(json.dumps(_result_json(result, engine), ensure_ascii=False) if args.json else result.text)
     log.info("usage %s", result.usage)
     return 0
+
+
+def _with_adapter(settings: Any, adapter: str | None) -> tuple[Any, str | None]:
+    """Settings that load just the adapter ``seesay ask --adapter`` names, and the model name to ask.
+
+    A name from ``lora_modules`` selects that adapter; anything else is an adapter folder or hub id,
+    served under its path as name.
+    """
+    if adapter is None:
+        return settings.model_copy(update={"lora_modules": ()}), None
+    from seesay.engine.adapters import AdapterSource
+
+    configured = {source.name: source for source in settings.lora_modules}
+    source = configured.get(adapter) or AdapterSource(name=adapter, path=adapter)
+    return settings.model_copy(update={"lora_modules": (source,)}), source.name
 
 
 async def answer(engine: Any, settings: Any, gate: Any, question: Any, *, print_deltas: bool = False) -> Any:

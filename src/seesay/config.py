@@ -5,7 +5,10 @@ environment variables, then an optional TOML or YAML file named by ``--config FI
 ``SEESAY_CONFIG``. Keys in the file are the field names below (``max_batch_size = 8``); a key
 the service does not know is an error naming the key, so a typo never passes silently.
 List settings (``api_keys``, ``url_allowlist``) take comma-separated strings in the
-environment and lists in the file; ``safety_image_options`` takes a JSON object in the
+environment and lists in the file; ``lora_modules`` takes vLLM's ``name=path`` entries
+(separated by commas or spaces in the environment) or its JSON objects
+(``{"name": ..., "path": ..., "base_model_name": ...}``, a JSON array in the environment,
+tables in the file); ``safety_image_options`` takes a JSON object in the
 environment (``SEESAY_SAFETY_IMAGE_OPTIONS='{"threshold": 0.6}'``) and a table in the file.
 Every error says how to fix the value.
 
@@ -27,6 +30,7 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 from seesay.cache import SHARED_TIERS, BreakerConfig, CacheMode, MemoryCacheConfig, NearDuplicateRule, RedisCacheConfig
+from seesay.engine.adapters import AdapterSource, parse_lora_module
 from seesay.engine.config import TransformersEngineConfig
 from seesay.safety import SafetyConfig
 from seesay.scheduler import SchedulerLimits
@@ -59,6 +63,12 @@ class Settings(BaseSettings):
     max_model_len: int = 8192
     default_max_new_tokens: int = 512
     cpu_threads: int | None = Field(None, ge=1, description="torch threads on CPU; unset: one per core.")
+
+    # LoRA adapters (see seesay.adapter_catalogue).
+    lora_modules: Annotated[tuple[AdapterSource, ...], NoDecode] = Field(
+        (), description="LoRA adapters served from the start, each a model id: name=path, as vLLM's --lora-modules.")
+    max_loras: int = Field(4, ge=1, description="LoRA adapters loaded at once; loading one more unloads the least "
+                           "recently used idle one.")
 
     # The HTTP server.
     host: str = "127.0.0.1"
@@ -149,6 +159,18 @@ class Settings(BaseSettings):
             return tuple(item.strip() for item in value.split(",") if item.strip())
         return value
 
+    @field_validator("lora_modules", mode="before")
+    @classmethod
+    def _lora_modules(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            text = value.strip()
+            value = json.loads(text) if text.startswith(("[", "{")) else text.replace(",", " ").split()
+        if isinstance(value, dict):
+            value = [value]
+        if isinstance(value, list | tuple):
+            return tuple(_adapter_source(item) for item in value)
+        return value
+
     @model_validator(mode="after")
     def _check_combinations(self) -> Settings:
         if self.allow_url_images and not self.url_allowlist:
@@ -156,6 +178,12 @@ class Settings(BaseSettings):
                 "allow_url_images is on but url_allowlist is empty: list the image hosts to trust, "
                 "e.g. SEESAY_URL_ALLOWLIST=images.example.com,cdn.example.com"
             )
+        names = [source.name for source in self.lora_modules]
+        if len(set(names)) != len(names):
+            raise ValueError(f"lora_modules names each adapter once; got {', '.join(names)}")
+        if len(names) > self.max_loras:
+            raise ValueError(f"lora_modules lists {len(names)} adapters but max_loras is {self.max_loras}; "
+                             "raise max_loras or serve fewer adapters")
         if self.api_keys_file is not None and not self.api_keys_file.is_file():
             raise ValueError(f"api_keys_file {self.api_keys_file} does not exist; create it (one key a line)")
         try:
@@ -238,6 +266,18 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         path = getattr(init_settings, "init_kwargs", {}).get("config") or os.environ.get(CONFIG_ENV)
         return init_settings, env_settings, _ConfigFileSource(settings_cls, path)
+
+
+def _adapter_source(item: Any) -> Any:
+    """One ``lora_modules`` entry: ``name=path``, or a table / JSON object with name, path, base_model_name."""
+    if isinstance(item, str):
+        return parse_lora_module(item)
+    if isinstance(item, dict):
+        try:
+            return AdapterSource(**item)
+        except TypeError:
+            raise ValueError(f"a LoRA module takes name, path and base_model_name; got {sorted(item)}") from None
+    return item
 
 
 class _ConfigFileSource(PydanticBaseSettingsSource):

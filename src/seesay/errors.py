@@ -70,6 +70,11 @@ class ModelNotFoundError(InvalidRequestError):
     """The request names a model this server does not serve."""
 
 
+class AdapterLoadError(InvalidRequestError):
+    """A LoRA adapter cannot be loaded: its folder, its files or its fit to the served model; the message
+    names the folder and how to fix it."""
+
+
 class ContentPolicyViolation(InvalidRequestError):
     """The request's image or text is blocked by the operator's content policy.
 
@@ -156,6 +161,7 @@ WIRE_FORMS: dict[type[SeesayError], WireForm] = {
     ImageUrlError: WireForm(400, "invalid_image_url", _INVALID),
     ContextLengthExceededError: WireForm(400, "context_length_exceeded", _INVALID),
     ModelNotFoundError: WireForm(404, "model_not_found", _INVALID),
+    AdapterLoadError: WireForm(400, "invalid_adapter", _INVALID),
     ContentPolicyViolation: WireForm(400, "content_policy_violation", _INVALID),
     AuthenticationError: WireForm(401, "invalid_api_key", _INVALID),
     RequestCancelledError: WireForm(499, "client_closed_request", _INVALID),

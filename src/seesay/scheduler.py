@@ -19,8 +19,9 @@ Contract:
 * :meth:`Scheduler.stop` drains: it stops admitting (:class:`~seesay.errors.ShuttingDownError`,
   503), lets waiting and running requests finish within a time limit, then cancels what is left.
 
-Requests batch together when their :attr:`Submission.batch_key` is equal: the LoRA adapter,
-since the engine samples per row and so mixes every other parameter in one batch.
+Requests batch together when their :attr:`Submission.batch_key` is equal: the batch group the
+engine gave each request when it prepared it (``None`` for all when the engine mixes LoRA
+adapters and samples per row, so every request can share a batch).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import math
 import queue
 import threading
 import time
-from collections.abc import AsyncIterator, Hashable, Sequence
+from collections.abc import AsyncIterator, Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -104,6 +105,7 @@ class Submission:
         self._state = _State.WAITING
         self._scheduler = scheduler
         self._events: asyncio.Queue[Event] = asyncio.Queue()
+        self._on_done: list[Callable[[], None]] = []
 
     @property
     def request_id(self) -> str:
@@ -111,7 +113,24 @@ class Submission:
 
     @property
     def batch_key(self) -> Hashable:
-        return self.prepared.request.adapter
+        return self.prepared.batch_group
+
+    def when_done(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once this request has left the scheduler: answered, failed, cancelled or
+        expired (at once if it already has). It runs on whichever thread that happened on."""
+        with self._scheduler._lock:
+            finished = self._state not in (_State.WAITING, _State.RUNNING)
+            if not finished:
+                self._on_done.append(callback)
+        if finished:
+            callback()
+
+    def _settle(self) -> None:
+        """Run the ``when_done`` callbacks; called once the state is final."""
+        with self._scheduler._lock:
+            callbacks, self._on_done = self._on_done, []
+        for callback in callbacks:
+            callback()
 
     def is_live(self, now: float) -> bool:
         return self._state is _State.WAITING and now < self.deadline
@@ -332,7 +351,9 @@ class Scheduler:
                 return False
             submission._state = state
             self._waiting -= 1
-            return True
+        if state is not _State.RUNNING:
+            submission._settle()
+        return True
 
     # -- the generation thread ---------------------------------------------------------------
 
@@ -380,6 +401,8 @@ class Scheduler:
             for submission in batch:
                 submission._state = _State.DONE
         self._current = ()
+        for submission in batch:
+            submission._settle()
         for submission, outcome in zip(batch, outcomes, strict=True):
             self._post(submission, outcome)
 

@@ -5,7 +5,9 @@ and in-process jobs. A :class:`~seesay.types.Question` goes in; an
 :class:`~seesay.answer_streams.AnswerStream` comes out. The stages, in order:
 
 1. **Admission.** The question's model and picture count are checked, then a queue place is
-   taken before any picture is decoded, so overload is refused (429) before any work.
+   taken before any picture is decoded, so overload is refused (429) before any work. A model
+   that names a LoRA adapter takes a lease on it (:mod:`seesay.adapter_catalogue`) until the
+   answer is complete, so the adapter stays loaded, and the cache key holds its fingerprint.
 2. **Intake.** Every picture is decoded once and fitted to the request's pixel budget
    (:mod:`seesay.intake`).
 3. **Cache lookup.** The :class:`~seesay.cache.CachePolicy` decides from the server's
@@ -36,10 +38,11 @@ that picture either, and the answer is the one for the screened picture.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
+from seesay.adapter_catalogue import AdapterCatalogue, AdapterLease
 from seesay.answer_streams import (
     MISS,
     AnswerStream,
@@ -82,22 +85,20 @@ class AnswerService:
         intake: Decodes the pictures of a question.
         gate: The safety gate (its screens may be off, the gate is always there).
         cache: The response cache, or ``None`` when caching is off.
-        models: The model names callers may send, each with the LoRA adapter it answers with
-            (``None``: the base model). The first is the served model's own name.
+        adapters: The LoRA adapters served beside the base model; its ``parent`` is the served
+            model's own name.
         cache_mode: Which requests are cacheable (see :class:`~seesay.cache.CacheMode`).
         near_duplicates: When near-identical pictures share keys; ``None``: never.
     """
 
     def __init__(self, engine: Engine, scheduler: Scheduler, intake: RequestIntake, gate: SafetyGate,
-                 cache: ResponseCache | None = None, *, models: Mapping[str, str | None],
+                 cache: ResponseCache | None = None, *, adapters: AdapterCatalogue,
                  cache_mode: CacheMode = CacheMode.DETERMINISTIC,
                  near_duplicates: NearDuplicateRule | None = None) -> None:
-        if not models:
-            raise ValueError("the service needs at least one model name")
         self._engine = engine
         self._scheduler = scheduler
         self._intake = intake
-        self._models = dict(models)
+        self.adapters = adapters
         self._info = engine.info()
         self.gate = gate
         self.cache = cache
@@ -111,8 +112,8 @@ class AnswerService:
 
     @property
     def model_names(self) -> tuple[str, ...]:
-        """The names callers may send as ``model``, the served model's own first."""
-        return tuple(self._models)
+        """The names callers may send as ``model``: the served model's own, then its adapters'."""
+        return (self.adapters.parent, *(adapter.name for adapter in self.adapters.adapters))
 
     def adapter_for(self, model: str | None) -> str | None:
         """The LoRA adapter that answers for ``model`` (``None``: the base model, also for no name).
@@ -120,14 +121,14 @@ class AnswerService:
         Raises:
             ModelNotFoundError: This server does not serve ``model``.
         """
-        if model is None:
+        if model is None or model == self.adapters.parent:
             return None
-        if model not in self._models:
+        if model not in self.adapters:
             raise ModelNotFoundError(
-                f"the model '{model}' does not exist here; this server serves: {', '.join(self._models)}",
+                f"the model '{model}' does not exist here; this server serves: {', '.join(self.model_names)}",
                 param="model",
             )
-        return self._models[model]
+        return model
 
     async def answer(self, question: Question, *, stream: bool = False,
                      opt_out: CacheOptOut = NO_OPT_OUT) -> AnswerStream:
@@ -144,19 +145,19 @@ class AnswerService:
                 model is unknown, a picture cannot be read, the content policy blocked it, or
                 it does not fit the context.
         """
-        adapter = self.adapter_for(question.model)
-        budget = self._intake.check(question)
-        async with self._scheduler.reserve() as place:
-            request = await self._intake.decode(question, budget, adapter)
-            return await self._answer(request, place, stream, opt_out)
+        with self.adapters.lease(self.adapter_for(question.model)) as lease:
+            budget = self._intake.check(question)
+            async with self._scheduler.reserve() as place:
+                request = await self._intake.decode(question, budget, lease.name)
+                return await self._answer(request, place, stream, opt_out, lease)
 
     async def _answer(self, request: GenerationRequest, place: Reservation, stream: bool,
-                      opt_out: CacheOptOut) -> AnswerStream:
-        """Stages 3 to 7 for a decoded request, in the queue place ``place``."""
+                      opt_out: CacheOptOut, lease: AdapterLease) -> AnswerStream:
+        """Stages 3 to 7 for a decoded request, in the queue place ``place``, holding its adapter."""
         decision = self.cache_policy.decide(request, opt_out)
         if self.cache is None or not decision.uses_cache:
-            return await self._compute(request, place, stream, None)
-        key = await self._key(request)
+            return await self._compute(request, place, stream, None, lease)
+        key = await self._key(request, lease.fingerprint)
         if decision.read:
             lookup = await self.cache.get(key)
             if lookup is None and self.cache.in_flight(key):
@@ -164,21 +165,22 @@ class AnswerService:
                 lookup = await self.cache.join(key)
                 if lookup is None:  # that answer failed: compute this one in a new place
                     async with self._scheduler.reserve() as new_place:
-                        return await self._share_and_compute(key, request, new_place, stream, decision.write)
+                        return await self._share_and_compute(key, request, new_place, stream, decision.write,
+                                                             lease)
             if lookup is not None:
                 return ReplayStream(lookup.result_for(request.request_id), lookup.header, stream=stream)
-        return await self._share_and_compute(key, request, place, stream, decision.write)
+        return await self._share_and_compute(key, request, place, stream, decision.write, lease)
 
     async def _share_and_compute(self, key: CacheKey, request: GenerationRequest, place: Reservation,
-                                 stream: bool, write: bool) -> AnswerStream:
+                                 stream: bool, write: bool, lease: AdapterLease) -> AnswerStream:
         """Register the answer about to be computed, so identical requests wait for it, then compute it."""
         assert self.cache is not None
         shared = new_shared_answer()
         self.cache.share(key, shared, write=write)  # no await since the lookup: nobody can slip in between
-        return await self._compute(request, place, stream, shared)
+        return await self._compute(request, place, stream, shared, lease)
 
     async def _compute(self, request: GenerationRequest, place: Reservation, stream: bool,
-                       shared: SharedAnswer | None) -> AnswerStream:
+                       shared: SharedAnswer | None, lease: AdapterLease) -> AnswerStream:
         """Safety in and the engine's preparation, then the scheduler; the answer is screened on its way out."""
         try:
             screened = await asyncio.to_thread(self._screen_and_prepare, request)
@@ -186,6 +188,7 @@ class AnswerService:
                 withdraw(shared, "the request was refused by the content policy")
                 return ReplayStream(refusal_result(request, screened.text), MISS, stream=stream)
             submission = place.enqueue(screened, stream=stream)
+            lease.keep_until(submission)
         except BaseException:
             withdraw(shared, "the request failed before it reached the engine")
             raise
@@ -196,12 +199,13 @@ class AnswerService:
         refusal = self.gate.screen_request(request)
         return refusal if refusal is not None else self._engine.prepare(request)
 
-    async def _key(self, request: GenerationRequest) -> CacheKey:
+    async def _key(self, request: GenerationRequest, adapter_fingerprint: str | None) -> CacheKey:
         model, policy = self._info.fingerprint, self.gate.version
         if self._index is None or not request.images:
-            return key_for(request, model, policy)
+            return key_for(request, model, policy, adapter_fingerprint=adapter_fingerprint)
         # A perceptual hash per picture is CPU work: off the event loop.
-        return await asyncio.to_thread(key_for, request, model, policy, image_hash=self._index.canonical_hash)
+        return await asyncio.to_thread(key_for, request, model, policy, adapter_fingerprint=adapter_fingerprint,
+                                       image_hash=self._index.canonical_hash)
 
     async def cache_stats(self) -> dict[str, Any]:
         """This process's cache counters and the number of answers in the shared tier."""
@@ -277,6 +281,8 @@ async def running_service(engine: Engine, settings: Settings, gate: SafetyGate, 
         scheduler = Scheduler(engine, settings.scheduler_limits(), observer=scheduler_observer)
         stack.push_async_callback(scheduler.stop, settings.drain_timeout_s)
         await scheduler.start()
-        models = {settings.served_model_name or engine.info().model: None}
-        yield AnswerService(engine, scheduler, intake, gate, cache, models=models, cache_mode=settings.cache_policy,
-                            near_duplicates=settings.near_duplicate_rule())
+        adapters = AdapterCatalogue(engine, settings.served_model_name or engine.info().model, settings.max_loras)
+        for source in settings.lora_modules:
+            await adapters.load(source)
+        yield AnswerService(engine, scheduler, intake, gate, cache, adapters=adapters,
+                            cache_mode=settings.cache_policy, near_duplicates=settings.near_duplicate_rule())

@@ -14,6 +14,7 @@ from PIL import Image
 from transformers import AutoModelForImageTextToText
 
 from checkpoint_format import assert_stock_checkpoint
+from seesay.cli import main
 from seesay.demo.catalogue import write_demo_images
 from seesay.engine.config import TransformersEngineConfig, demo_model_dir
 from seesay.engine.processor import load_processor, processor_pixel_budget
@@ -145,6 +146,21 @@ def test_merged_model_is_a_stock_checkpoint_answering_like_the_adapter(trained: 
         adapted = PeftModel.from_pretrained(base, str(trained)).eval()(**batch).logits
         folded = AutoModelForImageTextToText.from_pretrained(merged).eval()(**batch).logits
     torch.testing.assert_close(folded, adapted, atol=1e-4, rtol=1e-4)
+
+
+def test_eval_with_an_adapter_answers_as_the_merged_model(lora_adapters: dict[str, Path], dataset: Path,
+                                                          tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    adapter = lora_adapters["shop"]  # strong enough to change answers
+    merged = merge_adapter(DEMO, adapter, tmp_path / "merged")
+    reports = []
+    for argv in (["--model", str(merged)], ["--adapter", str(adapter)], []):
+        assert main(["eval", *argv, "--data", str(dataset), "--json", "--batch-size", "12"]) == 0
+        reports.append(json.loads(capsys.readouterr().out))
+    folded, adapted, base = reports
+    assert adapted["adapter"] == "evaluated-adapter" and base["adapter"] is None
+    assert adapted["exact_match"] == folded["exact_match"] and adapted["groups"] == folded["groups"]
+    assert adapted["failures"] == folded["failures"]
+    assert adapted["exact_match"] != base["exact_match"], "the adapter should change the answers"
 
 
 def test_eval_scores_a_dataset_by_question_type(dataset: Path) -> None:

@@ -41,8 +41,8 @@ def request(image: NormalizedImage | None = None, text: str = "What colour is th
                              pixel_budget=budget, adapter=adapter)
 
 
-def key(req: GenerationRequest, model: str = MODEL, policy: str = POLICY) -> CacheKey:
-    return key_for(req, model, policy)
+def key(req: GenerationRequest, model: str = MODEL, policy: str = POLICY, adapter_weights: str = "a1") -> CacheKey:
+    return key_for(req, model, policy, adapter_fingerprint=adapter_weights if req.adapter is not None else None)
 
 
 @pytest.fixture(scope="module")
@@ -130,10 +130,17 @@ def test_model_adapter_policy_and_budget_change_the_key(red_jacket: NormalizedIm
         key(base, model=other_defaults),
         key(base, policy="policy-2"),
         key(request(red_jacket, temperature=0, adapter="shop-lora")),
+        key(request(red_jacket, temperature=0, adapter="shop-lora"), adapter_weights="a2"),
+        key(request(red_jacket, temperature=0, adapter="kids-lora")),
         key(request(red_jacket, temperature=0, budget=PixelBudget(max_pixels=512 * 32 * 32))),
         key(request(red_jacket, temperature=0, budget=None)),
     ]
     assert len(set(keys)) == len(keys)
+
+
+def test_an_adapter_key_needs_the_adapter_weights(red_jacket: NormalizedImage) -> None:
+    with pytest.raises(ValueError, match="fingerprint of its weights"):
+        key_for(request(red_jacket, adapter="shop-lora"), MODEL, POLICY)
 
 
 def test_conversation_roles_text_and_image_order_change_the_key(red_jacket: NormalizedImage) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from seesay.config import ConfigError, Settings, load_settings
+from seesay.engine.adapters import AdapterSource
 from seesay.engine.config import TransformersEngineConfig
 
 
@@ -174,3 +175,60 @@ def test_cpu_threads_reach_the_engine_config(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv("SEESAY_CPU_THREADS", "0")
     with pytest.raises(ConfigError, match="cpu_threads"):
         load_settings()
+
+
+# --- LoRA adapters ---------------------------------------------------------------------------
+
+SHOP, KIDS = AdapterSource("shop", "/adapters/shop"), AdapterSource("kids", "/adapters/kids", "seesay-demo")
+
+
+@pytest.mark.parametrize("value", [
+    "shop=/adapters/shop,kids=/adapters/kids",
+    "shop=/adapters/shop kids=/adapters/kids",
+    '[{"name": "shop", "path": "/adapters/shop"}, "kids=/adapters/kids"]',
+])
+def test_lora_modules_come_from_the_environment_in_vllm_forms(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    monkeypatch.setenv("SEESAY_LORA_MODULES", value)
+    assert [(s.name, s.path) for s in load_settings().lora_modules] == [("shop", "/adapters/shop"),
+                                                                        ("kids", "/adapters/kids")]
+
+
+def test_lora_modules_come_from_a_file_as_tables_or_strings(tmp_path: Path) -> None:
+    path = tmp_path / "seesay.toml"
+    path.write_text('max_loras = 2\nlora_modules = ["shop=/adapters/shop", '
+                    '{name = "kids", path = "/adapters/kids", base_model_name = "seesay-demo"}]\n')
+    settings = load_settings(path)
+    assert settings.lora_modules == (SHOP, KIDS) and settings.max_loras == 2
+
+
+def test_serve_flags_take_lora_modules_as_vllm_does(monkeypatch: pytest.MonkeyPatch) -> None:
+    from seesay.api import commands
+
+    seen: dict[str, object] = {}
+    monkeypatch.setattr(commands, "_serve", lambda app, settings: seen.setdefault("settings", settings) and 0)
+    monkeypatch.setattr("seesay.safety.SafetyGate.from_config", lambda config: FakeGate())
+    from seesay.cli import main
+
+    main(["serve", "--lora-modules", "shop=/adapters/shop",
+          '{"name": "kids", "path": "/adapters/kids", "base_model_name": "seesay-demo"}', "--max-loras", "3"])
+    settings = seen["settings"]
+    assert isinstance(settings, Settings)
+    assert settings.lora_modules == (SHOP, KIDS) and settings.max_loras == 3
+
+
+class FakeGate:
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    ({"lora_modules": ["shop"]}, "must be name=path"),
+    ({"lora_modules": ['{"name": "shop"}']}, "cannot read LoRA module"),
+    ({"lora_modules": ["shop=/a", "shop=/b"]}, "names each adapter once"),
+    ({"lora_modules": ["a=/a", "b=/b", "c=/c"], "max_loras": 2}, "raise max_loras or serve fewer adapters"),
+    ({"lora_modules": ["__base__=/a"]}, "reserved for the base model"),
+    ({"max_loras": 0}, "max_loras"),
+])
+def test_invalid_lora_settings_are_refused_with_a_fix(overrides: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_settings(**overrides)

@@ -16,8 +16,11 @@ for a rule the document states in words (see :mod:`seesay.api.openapi`):
 * a request meant to be valid keeps the rules between fields: its conversation ends with the
   user's turn and ``min_pixels`` is at most ``max_pixels`` (:func:`_keep_the_written_rules`), and
   it holds at most ``max_images_per_request`` pictures (:func:`_few_enough_pictures`);
-* the one refusal accepted for a valid request is the documented 400 ``context_length_exceeded``,
-  since whether a prompt fits is the engine's count of its tokens (:func:`_not_context_overflow`).
+* the refusals accepted for a valid request are the documented 400 ``context_length_exceeded``,
+  since whether a prompt fits is the engine's count of its tokens (:func:`_not_context_overflow`),
+  and, for the LoRA endpoints, the documented 400 ``invalid_adapter`` and 404 ``model_not_found``,
+  since whether a path holds an adapter or a name is loaded is the server's state, not the
+  request's form (:func:`_not_an_adapter_here`).
 
 Three hooks work around schemathesis 4.32: it compares integers beyond 2**53 as floats
 (:func:`_exact_seed`); its coverage phase calls a form with an empty required field valid
@@ -51,12 +54,14 @@ from seesay.api.openapi import operations
 from seesay.api.schema_rules import NOT_BLANK, is_blank
 from seesay.errors import (
     WIRE_FORMS,
+    AdapterLoadError,
     AuthenticationError,
     CacheUnavailableError,
     ModelNotFoundError,
     RateLimitedError,
     RequestCancelledError,
     SeesayError,
+    ServerBusyError,
     wire_form,
 )
 from seesay.types import SEED_LIMITS
@@ -217,6 +222,19 @@ def _not_context_overflow(context: Any, failure: Any, case: Any, response: Any) 
     return bool(json.loads(response.content)["error"]["code"] != "context_length_exceeded")
 
 
+_ADAPTER_REFUSALS = {("/v1/load_lora_adapter", 400, "invalid_adapter"),
+                     ("/v1/unload_lora_adapter", 404, "model_not_found")}
+
+
+def _not_an_adapter_here(context: Any, failure: Any, case: Any, response: Any) -> bool:
+    """A ``filter_failure`` hook: keep every failure but a valid request to load an adapter from a path
+    that holds none, or to unload one that is not loaded, refused as documented (400, 404)."""
+    if not isinstance(failure, RejectedPositiveData) or response.status_code not in (400, 404):
+        return True
+    refusal = (case.path, response.status_code, json.loads(response.content)["error"]["code"])
+    return refusal not in _ADAPTER_REFUSALS
+
+
 @pytest.fixture(params=[(SETTINGS, CONFIG), KEYED], ids=["open", "api-key"])
 def api_schema(request: pytest.FixtureRequest) -> Any:
     # schemathesis 4.32's pytest plugin reads ``_nodeid``, which pytest 9 no longer has.
@@ -230,6 +248,7 @@ def api_schema(request: pytest.FixtureRequest) -> Any:
     schema.hook("filter_case")(_exact_seed)
     schema.hook("filter_case")(_forms_as_documented(schema.raw_schema))
     schema.hook("filter_failure")(_not_context_overflow)
+    schema.hook("filter_failure")(_not_an_adapter_here)
     schema.hook("filter_failure")(_mutation_survived_the_form(schema.raw_schema))
     return schema
 
@@ -253,6 +272,8 @@ ROUTE_ERRORS: dict[tuple[str, str], set[type[SeesayError]]] = {
     ("post", "/v1/vqa"): ANSWERING,
     ("get", "/v1/models"): CALLER_ERRORS,
     ("get", "/v1/models/{model_id}"): CALLER_ERRORS | {ModelNotFoundError},
+    ("post", "/v1/load_lora_adapter"): CALLER_ERRORS | {AdapterLoadError, ServerBusyError},
+    ("post", "/v1/unload_lora_adapter"): CALLER_ERRORS | {ModelNotFoundError, ServerBusyError},
     ("get", "/admin/cache"): CALLER_ERRORS | {CacheUnavailableError},
     ("post", "/admin/cache/clear"): CALLER_ERRORS | {CacheUnavailableError},
     ("get", "/health"): set(),

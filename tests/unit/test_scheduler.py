@@ -261,8 +261,8 @@ async def test_a_request_that_joins_alone_starts_without_waiting_for_company() -
     assert result.text == "0 image(s): alone"
 
 
-async def test_requests_with_different_adapters_are_never_batched_together() -> None:
-    engine = FakeEngine()
+async def test_requests_batch_only_with_their_engine_batch_group() -> None:
+    engine = FakeEngine(mixed_adapters=False)  # the group is the adapter
     engine.gate.clear()
     sched = scheduler(engine, max_batch_size=8)
     await sched.start()
@@ -276,6 +276,43 @@ async def test_requests_with_different_adapters_are_never_batched_together() -> 
     ids = {s.request_id: s.prepared.request.adapter for s in subs}
     later = [{ids[r] for r in batch} for batch in engine.batches[1:]]
     assert later == [{"x"}, {None}]
+
+
+async def test_an_engine_that_mixes_adapters_answers_them_in_one_batch() -> None:
+    engine = FakeEngine(mixed_adapters=True)
+    engine.gate.clear()
+    sched = scheduler(engine, max_batch_size=8)
+    await sched.start()
+    blocker = await submit(sched, make_request("block"))
+    await wait_until(lambda: engine.batches)
+    subs = [await submit(sched, make_request(str(i), adapter=a)) for i, a in enumerate(["x", None, "y", None])]
+    engine.gate.set()
+    texts = [(await s.result()).text for s in subs]
+    await blocker.result()
+    await sched.stop()
+    assert engine.batches[1:] == [[s.request_id for s in subs]]
+    assert texts == ["x: 0 image(s): 0", "0 image(s): 1", "y: 0 image(s): 2", "0 image(s): 3"]
+
+
+async def test_when_done_runs_once_a_request_is_answered_or_cancelled() -> None:
+    engine = FakeEngine()
+    engine.gate.clear()
+    sched = scheduler(engine, max_batch_size=1)
+    await sched.start()
+    running, waiting = await submit(sched, make_request("one")), None
+    await wait_until(lambda: engine.batches)
+    waiting = await submit(sched, make_request("two"))
+    done: list[str] = []
+    running.when_done(lambda: done.append("running"))
+    waiting.when_done(lambda: done.append("waiting"))
+    waiting.cancel()
+    assert done == ["waiting"]  # left the queue: done at once
+    engine.gate.set()
+    await running.result()
+    await sched.stop()
+    assert done == ["waiting", "running"]
+    running.when_done(lambda: done.append("late"))  # already done: called at once
+    assert done == ["waiting", "running", "late"]
 
 
 async def test_a_request_that_prepare_refuses_fails_alone_and_gives_its_place_back() -> None:

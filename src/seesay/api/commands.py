@@ -28,7 +28,8 @@ def add_serve_command(subparsers: Any) -> None:
     serve = subparsers.add_parser(
         "serve",
         help="run the OpenAI-compatible HTTP API",
-        description="Serve /v1/chat/completions, /v1/vqa, /v1/models, /health, /ready, /metrics and /admin/cache. "
+        description="Serve /v1/chat/completions, /v1/vqa, /v1/models, /v1/load_lora_adapter, "
+        "/v1/unload_lora_adapter, /health, /ready, /metrics and /admin/cache. "
         "Every setting can also come from a SEESAY_* environment variable or a TOML/YAML file.",
     )
     serve.add_argument("--host", help="address to listen on (default: $SEESAY_HOST, else 127.0.0.1)")
@@ -37,6 +38,11 @@ def add_serve_command(subparsers: Any) -> None:
     serve.add_argument("--config", metavar="FILE", help="TOML or YAML settings file (default: $SEESAY_CONFIG)")
     serve.add_argument("--redis-url", help="shared response cache, e.g. redis://127.0.0.1:6379/0 "
                        "(default: $SEESAY_REDIS_URL; unset: in-process cache only)")
+    serve.add_argument("--lora-modules", nargs="+", metavar="NAME=PATH",
+                       help="LoRA adapters to serve, each as its own model id: name=path, or vLLM's JSON form "
+                       "'{\"name\": ..., \"path\": ...}' (default: $SEESAY_LORA_MODULES)")
+    serve.add_argument("--max-loras", type=int, help="LoRA adapters loaded at once (default: $SEESAY_MAX_LORAS, "
+                       "else 4); loading one more unloads the least recently used idle one")
     serve.set_defaults(func=run_serve)
 
 
@@ -46,7 +52,7 @@ def run_serve(args: argparse.Namespace) -> int:
     from seesay.safety import SafetyGate
 
     settings = load_settings(args.config, host=args.host, port=args.port, model=args.model,
-                             redis_url=args.redis_url)
+                             redis_url=args.redis_url, lora_modules=args.lora_modules, max_loras=args.max_loras)
     configure_logging(settings)
     with closing(SafetyGate.from_config(settings.safety_config())) as gate:  # fails closed, with the fix
         return _serve(build_app(settings, gate=gate), settings)

@@ -27,7 +27,7 @@ class Runtime:
         service: The answering service.
         auth: API keys and rate limits.
         metrics: The app's Prometheus metrics.
-        model_name: The model name responses report.
+        model_name: The served model's name, which responses report unless a request named an adapter.
         created: Unix time the model was loaded (for ``/v1/models``).
     """
 

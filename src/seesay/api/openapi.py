@@ -14,7 +14,7 @@ FastAPI builds the document from the wire models (:mod:`seesay.api.protocol`) an
 * The running server: once the app has started, the model names it serves become an enum (for
   ``model`` and ``GET /v1/models/{model_id}``), the pixel fields take the engine's pixel budget
   as bounds, and the token fields its context window. Before start-up the document leaves them
-  open and is not cached.
+  open and is not cached; once started, it is made again when a LoRA adapter is loaded or unloaded.
 
 What JSON Schema cannot say (the last message comes from the user, ``min_pixels`` at most
 ``max_pixels``, at most ``max_images_per_request`` pictures, a prompt that fits the context, a
@@ -98,13 +98,17 @@ _SECURITY_SCHEME = "apiKey"
 def install_openapi(app: FastAPI, settings: Settings) -> None:
     """Make :func:`openapi_document` the app's document (``/openapi.json`` and ``/docs``)."""
 
+    served: tuple[str, ...] = ()  # the model names the cached document lists
+
     def openapi() -> dict[str, Any]:
-        if app.openapi_schema is not None:
-            return app.openapi_schema
+        nonlocal served
         runtime: Runtime | None = getattr(app.state, "runtime", None)
+        names = () if runtime is None else runtime.service.model_names
+        if app.openapi_schema is not None and names == served:
+            return app.openapi_schema
         document = openapi_document(app, settings, runtime)
         if runtime is not None:
-            app.openapi_schema = document
+            app.openapi_schema, served = document, names
         return document
 
     app.openapi = openapi  # type: ignore[method-assign]

@@ -56,6 +56,7 @@ from pydantic import (
 
 from seesay.api.schema_rules import (
     IMAGE_URL_PATTERN,
+    NOT_BLANK,
     form_fields,
     is_blank,
     message_variants,
@@ -373,15 +374,34 @@ class VqaResponse(BaseModel):
 
 
 class ModelCard(BaseModel):
+    """One model id, as OpenAI lists models; as vLLM, a LoRA adapter's ``parent`` is the served model."""
+
     id: str
     object: Literal["model"] = "model"
     created: int
     owned_by: str = "seesay"
+    root: str | None = Field(None, description="The model's weights: the base model's id, an adapter's path.")
+    parent: str | None = Field(None, description="For a LoRA adapter, the served model it adapts.")
 
 
 class ModelList(BaseModel):
     object: Literal["list"] = "list"
     data: list[ModelCard]
+
+
+class LoadLoRAAdapterRequest(WireModel):
+    """``POST /v1/load_lora_adapter`` (vLLM's body): serve the adapter at ``lora_path`` as the model ``lora_name``."""
+
+    lora_name: Text = Field(pattern=NOT_BLANK, description="The model id clients will send as ``model``.")
+    lora_path: Text = Field(pattern=NOT_BLANK, description="A PEFT adapter folder on the server "
+                            "(adapter_config.json and adapter_model.safetensors), or a hub id it can fetch.")
+
+
+class UnloadLoRAAdapterRequest(WireModel):
+    """``POST /v1/unload_lora_adapter`` (vLLM's body); ``lora_int_id`` is accepted for vLLM clients and unused."""
+
+    lora_name: Text
+    lora_int_id: int | None = None
 
 
 class HealthStatus(BaseModel):

@@ -5,7 +5,9 @@ the answer is equal, namely
 
 * the model: its id, a fingerprint of its weights and every engine default that shapes the
   output (``EngineInfo.fingerprint``, see :mod:`seesay.engine.fingerprint`);
-* the LoRA adapter, if any;
+* the LoRA adapter, if any: its name and a fingerprint of its weights, so an adapter retrained
+  under the same name never replays the old one's answers (a base-model request's key is as it
+  was before adapters were served);
 * the conversation as the model sees it: every message's role and its parts in order, text
   verbatim and each image by its *normalised* content hash (so a PNG and a re-encoded copy
   whose normalised pixels are equal share a key; a near-duplicate index may supply a
@@ -60,6 +62,7 @@ def key_for(
     model_fingerprint: str,
     policy_version: str,
     *,
+    adapter_fingerprint: str | None = None,
     image_hash: ImageHasher | None = None,
 ) -> CacheKey:
     """The cache key of ``request`` (see the module docstring for what enters it).
@@ -68,6 +71,7 @@ def key_for(
         request: The request, images already normalised.
         model_fingerprint: ``EngineInfo.fingerprint``: model id, weights and output defaults.
         policy_version: Version string of the safety policy in force.
+        adapter_fingerprint: The fingerprint of ``request.adapter``'s weights; required with an adapter.
         image_hash: How an image is named in the key; defaults to its ``content_hash``. Pass
             ``NearDuplicateIndex.canonical_hash`` to let near-identical photos share keys.
 
@@ -75,19 +79,22 @@ def key_for(
         The key.
 
     Raises:
-        ValueError: ``model_fingerprint`` or ``policy_version`` is empty.
+        ValueError: ``model_fingerprint`` or ``policy_version`` is empty, or the request names an
+            adapter without its fingerprint.
     """
     if not model_fingerprint or not policy_version:
         raise ValueError(
             "a cache key needs a model fingerprint and a safety policy version; "
             f"got model_fingerprint={model_fingerprint!r}, policy_version={policy_version!r}"
         )
+    if request.adapter is not None and not adapter_fingerprint:
+        raise ValueError(f"a cache key for LoRA adapter '{request.adapter}' needs the fingerprint of its weights")
     name_image = image_hash or _content_hash
     canonical = {
         "schema": KEY_SCHEMA_VERSION,
         "model": model_fingerprint,
         "policy": policy_version,
-        "adapter": request.adapter,
+        "adapter": None if request.adapter is None else [request.adapter, adapter_fingerprint],
         "budget": _budget(request.pixel_budget),
         "messages": [_message(m, name_image) for m in request.messages],
         "sampling": canonical_sampling(request.sampling),

@@ -11,18 +11,28 @@ run beside generation:
   per request, in order. It reports text deltas and honours cancellation through an
   optional :class:`GenerationObserver`, so streaming and batching are the same code path.
 
+Requests batch together only when their :attr:`PreparedRequest.batch_group` is equal; an
+engine that samples per row and mixes LoRA adapters in one call leaves it ``None``.
+
+LoRA adapters: :meth:`Engine.load_adapter` and :meth:`Engine.unload_adapter` change the
+adapters a request may name (``GenerationRequest.adapter``); engines that serve none refuse
+them. Which adapters to keep loaded is the service's choice, not the engine's.
+
 Engines are synchronous and may block for seconds: callers on an event loop run them in
 worker threads. ``prepare`` may be called from several threads at once, also while
-``generate`` runs; ``generate`` is called by one thread at a time.
+``generate`` runs; ``generate`` is called by one thread at a time; loading and unloading
+adapters may be called while ``generate`` runs, and the engine makes them wait for it.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from seesay.engine.adapters import AdapterSource, LoadedAdapter
+from seesay.errors import AdapterLoadError, ModelNotFoundError
 from seesay.images import PixelBudget
 from seesay.types import GenerationRequest, GenerationResult
 
@@ -48,6 +58,7 @@ class PreparedRequest:
         max_new_tokens: The output bound after applying defaults and the context limit.
         preprocess_s: Seconds ``prepare`` took.
         payload: Engine-specific inputs (tensors for a local engine); opaque to callers.
+        batch_group: Requests share a batch only when this is equal (see the module docstring).
     """
 
     request: GenerationRequest
@@ -56,6 +67,7 @@ class PreparedRequest:
     max_new_tokens: int
     preprocess_s: float = 0.0
     payload: object = field(default=None, repr=False, compare=False)
+    batch_group: Hashable = None
 
 
 @dataclass(frozen=True)
@@ -76,7 +88,6 @@ class EngineInfo:
     fingerprint: str
     default_temperature: float
     parameters: int | None = None
-    adapters: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -103,6 +114,23 @@ class Engine(ABC):
     @abstractmethod
     def info(self) -> EngineInfo:
         """Describe the loaded model and how it runs."""
+
+    def load_adapter(self, source: AdapterSource) -> LoadedAdapter:
+        """Load a LoRA adapter under ``source.name``.
+
+        Raises:
+            AdapterLoadError: It cannot be loaded (the message says why and how to fix it).
+        """
+        raise AdapterLoadError(f"the {self.info().engine} engine does not serve LoRA adapters; serve "
+                               f"'{source.name}' with the transformers engine", param="lora_path")
+
+    def unload_adapter(self, name: str) -> None:
+        """Unload the LoRA adapter ``name``.
+
+        Raises:
+            ModelNotFoundError: No adapter of that name is loaded.
+        """
+        raise ModelNotFoundError(f"the LoRA adapter '{name}' cannot be found", param="lora_name")
 
     def health(self) -> EngineHealth:
         """Whether the engine can serve; engines with remote parts override this."""

@@ -9,6 +9,13 @@ cancels every row on its own (:mod:`seesay.engine.decoding`). Only new tokens ar
 without special tokens. Token ids stay integer tensors; only pixel values take the model's
 dtype. The vision tower's patch embedding runs as a matrix multiply
 (:mod:`seesay.engine.patch_embedding`), with the checkpoint's own weights.
+
+LoRA adapters (:mod:`seesay.engine.peft_adapters`) load and unload at any time; loading waits
+for the batch being generated, since it changes the model's layers. Rows of different adapters
+and of the base model share one ``generate`` call when PEFT can mix them
+(``PreparedRequest.batch_group`` is then ``None`` for every request); otherwise requests batch by
+adapter, and a batch that still mixes them (an adapter loaded after it was prepared) runs one
+``generate`` call per adapter.
 """
 
 from __future__ import annotations
@@ -16,7 +23,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -25,16 +32,24 @@ import torch
 from transformers import AutoModelForImageTextToText, GenerationConfig
 from transformers.utils import cached_file
 
+from seesay.engine.adapters import AdapterSource, LoadedAdapter
 from seesay.engine.base import Engine, EngineInfo, GenerationObserver, PreparedRequest
 from seesay.engine.config import TransformersEngineConfig
 from seesay.engine.decoding import AnswerText, BatchStopper, RowState
 from seesay.engine.device import DevicePlan, plan_device
 from seesay.engine.fingerprint import engine_fingerprint, folder_identities
 from seesay.engine.patch_embedding import linearise_patch_embeddings
+from seesay.engine.peft_adapters import PeftAdapterSet
 from seesay.engine.processor import load_processor, processor_pixel_budget
 from seesay.engine.registry import register_engine
 from seesay.engine.sampling import ResolvedSampling, RowSampler, model_defaults, resolve_sampling
-from seesay.errors import ContextLengthExceededError, InvalidRequestError, ModelLoadError, SeesayError
+from seesay.errors import (
+    ContextLengthExceededError,
+    InvalidRequestError,
+    ModelLoadError,
+    ModelNotFoundError,
+    SeesayError,
+)
 from seesay.images import NormalizedImage, PixelBudget
 from seesay.types import ChatMessage, GenerationRequest, GenerationResult, ImagePart, Timings, Usage
 
@@ -79,36 +94,61 @@ class TransformersEngine(Engine):
         self.fingerprint = self._fingerprint(source, hub)
         # Fast tokenizers are not safe to call from several threads at once ("Already borrowed").
         self._processor_lock = threading.Lock()
+        # Loading an adapter changes the model's layers: never while a batch is generated.
+        self._model_lock = threading.Lock()
+        self.adapters = PeftAdapterSet(self.model, config.model_name, source)
 
     # -- Engine API -------------------------------------------------------------------------
 
     def prepare(self, request: GenerationRequest) -> PreparedRequest:
         started = time.perf_counter()
-        if request.adapter is not None:
-            raise InvalidRequestError(f"adapter '{request.adapter}' is not loaded; this engine serves the "
-                                      "base model only", param="adapter")
+        if request.adapter is not None and request.adapter not in self.adapters:
+            raise ModelNotFoundError(f"the LoRA adapter '{request.adapter}' is not loaded", param="model")
         sampling = resolve_sampling(request.sampling, self.sampling_defaults)
         budget = self._request_budget(request.pixel_budget)
         tensors = self._process(request.messages, budget)
         prompt_tokens = int(tensors["input_ids"].shape[1])
         image_tokens = int((tensors["input_ids"] == self.image_token_id).sum())
         max_new_tokens = self._max_new_tokens(request, prompt_tokens, image_tokens)
+        group: Hashable = None if self.adapters.mixable else request.adapter
         return PreparedRequest(request, prompt_tokens, image_tokens, max_new_tokens,
-                               time.perf_counter() - started, ModelInputs(tensors, sampling))
+                               time.perf_counter() - started, ModelInputs(tensors, sampling), batch_group=group)
 
     def generate(self, batch: Sequence[PreparedRequest],
                  observer: GenerationObserver | None = None) -> list[GenerationResult]:
         if not batch:
             return []
+        results: list[GenerationResult | None] = [None] * len(batch)
+        with self._model_lock:
+            groups = self.adapters.row_groups([p.request.adapter for p in batch])
+            for rows in groups:
+                part_observer = observer if len(groups) == 1 or observer is None else _RowSubset(observer, rows)
+                for row, result in zip(rows, self._generate_together([batch[r] for r in rows], part_observer),
+                                       strict=True):
+                    results[row] = result
+        return [result for result in results if result is not None]
+
+    def load_adapter(self, source: AdapterSource) -> LoadedAdapter:
+        with self._model_lock:
+            return self.adapters.load(source)
+
+    def unload_adapter(self, name: str) -> None:
+        with self._model_lock:
+            self.adapters.unload(name)
+
+    def _generate_together(self, batch: Sequence[PreparedRequest],
+                           observer: GenerationObserver | None) -> list[GenerationResult]:
+        """One ``generate`` call for ``batch``, each row with its own adapter and sampling."""
         started = time.perf_counter()
         inputs, prompt_lengths = self._collate(batch)
         padded_length = int(inputs["input_ids"].shape[1])
         rows = [RowState(AnswerText(self._decode, p.request.sampling.stop), p.max_new_tokens) for p in batch]
         sampler = RowSampler([_inputs(p).sampling for p in batch], prompt_lengths, padded_length, self.plan.device)
         stopper = BatchStopper(rows, self.eos_token_ids, observer)
-        with torch.inference_mode():
-            self.model.generate(
+        with torch.inference_mode(), self.adapters.selecting([p.request.adapter for p in batch]) as adapter_args:
+            self.adapters.model.generate(
                 **inputs,
+                **adapter_args,
                 generation_config=self._generation_config(max(p.max_new_tokens for p in batch)),
                 logits_processor=[sampler],
                 stopping_criteria=[stopper],
@@ -130,7 +170,7 @@ class TransformersEngine(Engine):
         )
 
     def close(self) -> None:
-        del self.model
+        del self.model, self.adapters
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
 
@@ -243,6 +283,20 @@ class TransformersEngine(Engine):
         if pad is None:
             pad = self.model.generation_config.pad_token_id
         return int(pad if pad is not None else min(self.eos_token_ids))
+
+
+class _RowSubset:
+    """The observer of some rows of a batch, seen as a batch of their own (row ``i`` is ``rows[i]``)."""
+
+    def __init__(self, observer: GenerationObserver, rows: Sequence[int]) -> None:
+        self._observer = observer
+        self._rows = rows
+
+    def on_text(self, row: int, delta: str) -> None:
+        self._observer.on_text(self._rows[row], delta)
+
+    def is_cancelled(self, row: int) -> bool:
+        return self._observer.is_cancelled(self._rows[row])
 
 
 def _check_normalised(index: int, picture: NormalizedImage, budget: PixelBudget) -> None:

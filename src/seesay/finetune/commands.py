@@ -22,6 +22,7 @@ from seesay.finetune.options import FinetuneConfig
 from seesay.option_docs import field_docs
 
 INSTALL = "pip install 'seesay[finetune]'"
+ADAPTER_NAME = "evaluated-adapter"
 
 
 def add_finetune_commands(subparsers: Any) -> None:
@@ -108,20 +109,19 @@ def run_finetune(args: argparse.Namespace) -> int:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    """``seesay eval``: score a model on a dataset and print the report."""
+    """``seesay eval``: score a model (with an adapter if given) on a dataset and print the report."""
+    from seesay.engine.adapters import AdapterSource
     from seesay.engine.config import TransformersEngineConfig
     from seesay.engine.registry import create_engine
     from seesay.finetune.datasets import load_dataset
     from seesay.finetune.evaluate import evaluate_dataset
 
     conversations = load_dataset(args.data, args.dataset)
-    config = TransformersEngineConfig(model=args.model)
-    if args.adapter:
-        raise ValueError("--adapter needs the adapter-serving engine; merge the adapter (seesay merge) and "
-                         "evaluate the merged folder with --model")
-    engine = create_engine("transformers", config)
+    engine = create_engine("transformers", TransformersEngineConfig(model=args.model))
     try:
-        report = evaluate_dataset(engine, conversations, batch_size=args.batch_size, group_by=args.group_by)
+        adapter = engine.load_adapter(AdapterSource(ADAPTER_NAME, args.adapter)).name if args.adapter else None
+        report = evaluate_dataset(engine, conversations, adapter=adapter, batch_size=args.batch_size,
+                                  group_by=args.group_by)
     finally:
         engine.close()
     print(json.dumps(report.to_dict(), ensure_ascii=False, indent=2) if args.json else report.table())

@@ -98,7 +98,7 @@ def evaluate_dataset(engine: Engine, conversations: Sequence[Conversation], *, a
     Args:
         engine: The engine to ask.
         conversations: The records; each must end with the expected answer.
-        adapter: The loaded LoRA adapter to answer with (``None``: the base model).
+        adapter: The name of a LoRA adapter loaded in ``engine`` to answer with (``None``: the base model).
         batch_size: Questions per ``generate`` call.
         group_by: The record field to break scores down by.
         on_batch: Called with the number of questions of each finished batch (a progress bar).

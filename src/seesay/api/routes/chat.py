@@ -29,8 +29,8 @@ router = APIRouter(dependencies=[Depends(require_caller)])
 async def create_chat_completion(body: ChatCompletionRequest, request: Request, runtime: RuntimeDep) -> Response:
     """Answer a conversation with images; ``stream: true`` for server-sent events."""
     record = record_of(request)
-    record.model = runtime.model_name
     question = chat_question(body, record.request_id)
+    record.model = model = question.model or runtime.model_name  # an adapter answers under its own id
     if runtime.settings.debug:
         record.prompt = question.turns[-1].text
     opt_out = cache_opt_out(request, body.seesay.cache if body.seesay is not None else None)
@@ -38,10 +38,10 @@ async def create_chat_completion(body: ChatCompletionRequest, request: Request, 
     headers = cache_header(stream, record)
     if body.stream:
         include_usage = body.stream_options is not None and body.stream_options.include_usage
-        events = sse_stream(stream, runtime.model_name, record, include_usage=include_usage)
+        events = sse_stream(stream, model, record, include_usage=include_usage)
         # The background task also covers a client that leaves before the stream starts.
         return StreamingResponse(events, media_type="text/event-stream", headers=headers,
                                  background=BackgroundTask(stream.cancel))
     result = await answer_or_cancel(request, stream)
     note_result(record, result, stream.first_text_at)
-    return json_response(completion_response(result, runtime.model_name), headers)
+    return json_response(completion_response(result, model), headers)

@@ -30,14 +30,14 @@ router = APIRouter(dependencies=[Depends(require_caller)])
 async def answer_question(form: Annotated[VqaForm, Form()], request: Request, runtime: RuntimeDep) -> Response:
     """Answer ``question`` about the uploaded ``image``."""
     record = record_of(request)
-    record.model = runtime.model_name
     question = vqa_question(form, await form.image.read(), record.request_id)
+    record.model = model = question.model or runtime.model_name  # an adapter answers under its own id
     if runtime.settings.debug:
         record.prompt = form.question
     stream = await runtime.service.answer(question, opt_out=cache_opt_out(request, form.cache))
     headers = cache_header(stream, record)
     result = await answer_or_cancel(request, stream)
     note_result(record, result, stream.first_text_at)
-    answer = VqaResponse(id=completion_id(result.request_id), model=runtime.model_name, answer=result.text,
+    answer = VqaResponse(id=completion_id(result.request_id), model=model, answer=result.text,
                          finish_reason=finish_reason(result), usage=usage_out(result.usage))
     return json_response(answer, headers)
