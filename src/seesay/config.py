@@ -69,6 +69,9 @@ class Settings(BaseSettings):
         (), description="LoRA adapters served from the start, each a model id: name=path, as vLLM's --lora-modules.")
     max_loras: int = Field(4, ge=1, description="LoRA adapters loaded at once; loading one more unloads the least "
                            "recently used idle one.")
+    allow_runtime_lora_updating: bool = Field(
+        False, description="Serve POST /v1/load_lora_adapter and /v1/unload_lora_adapter. Off by default, as in "
+        "vLLM (VLLM_ALLOW_RUNTIME_LORA_UPDATING): they make the server read a folder or hub id the caller names.")
 
     # The HTTP server.
     host: str = "127.0.0.1"

@@ -27,7 +27,8 @@ def server(model_path: Path, lora_adapters: dict[str, Path],
            tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     log = tmp_path_factory.mktemp("server") / "serve.log"
     args = ["--lora-modules", f"shop={lora_adapters['shop']}", "--max-loras", "2"]
-    with running_server(model_path, log, args, max_wait_ms=5, safety_image_detector="off") as process:
+    with running_server(model_path, log, args, max_wait_ms=5, safety_image_detector="off",
+                        allow_runtime_lora_updating="true") as process:
         yield process
 
 

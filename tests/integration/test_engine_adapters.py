@@ -166,7 +166,7 @@ async def test_max_loras_unloads_the_least_recently_used_and_the_cache_knows_ret
     from fakes import data_url
 
     image = data_url(png_bytes(draw_picture(Item(KINDS_BY_KEY["tshirt"], COLOURS_BY_KEY["red"]), random.Random(0))))
-    settings = fake_settings(served_model_name="seesay-demo", max_loras=2,
+    settings = fake_settings(served_model_name="seesay-demo", max_loras=2, allow_runtime_lora_updating=True,
                              lora_modules=[f"shop={lora_adapters['shop']}", f"kids={lora_adapters['kids']}"])
     async with app_client(build_app(settings, engine)) as client:
         shop, cache = await post(client, chat("shop", image))

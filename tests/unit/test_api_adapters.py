@@ -45,7 +45,7 @@ def folders(tmp_path: Path) -> dict[str, Path]:
 @pytest.fixture
 async def served(engine: FakeEngine, folders: dict[str, Path]) -> AsyncIterator[httpx.AsyncClient]:
     """A server that starts with the adapter ``shop`` and may hold two."""
-    settings = fake_settings(lora_modules=[f"shop={folders['shop']}"], max_loras=2)
+    settings = fake_settings(lora_modules=[f"shop={folders['shop']}"], max_loras=2, allow_runtime_lora_updating=True)
     async with app_client(build_app(settings, engine)) as client:
         yield client
 
@@ -134,7 +134,7 @@ async def test_at_max_loras_the_least_recently_used_adapter_makes_room(served: h
 
 
 async def test_adapters_in_use_are_never_unloaded(engine: FakeEngine, folders: dict[str, Path]) -> None:
-    settings = fake_settings(lora_modules=[f"shop={folders['shop']}"], max_loras=1)
+    settings = fake_settings(lora_modules=[f"shop={folders['shop']}"], max_loras=1, allow_runtime_lora_updating=True)
     async with app_client(build_app(settings, engine)) as client:
         engine.gate.clear()  # hold the engine: the request for shop stays in flight
         busy = asyncio.create_task(client.post("/v1/chat/completions", json=chat("shop")))
@@ -160,7 +160,8 @@ async def test_the_document_lists_adapters_loaded_at_run_time(served: httpx.Asyn
 
 async def test_loading_needs_an_api_key_when_the_server_has_keys(engine: FakeEngine,
                                                                  folders: dict[str, Path]) -> None:
-    async with app_client(build_app(fake_settings(api_keys=("sk-1",)), engine)) as client:
+    settings = fake_settings(api_keys=("sk-1",), allow_runtime_lora_updating=True)
+    async with app_client(build_app(settings, engine)) as client:
         assert (await load(client, "kids", folders["kids"])).status_code == 401
         body = {"lora_name": "kids", "lora_path": str(folders["kids"])}
         keyed = await client.post("/v1/load_lora_adapter", json=body, headers={"Authorization": "Bearer sk-1"})
@@ -192,3 +193,15 @@ async def test_a_load_that_fails_at_max_loras_leaves_the_least_recently_used_ada
     assert set(engine.adapters) == {"shop", "kids"}
     assert (await load(served, "gift", folders["gift"])).status_code == 200  # shop is still the least recent
     assert [c["id"] for c in await listed(served)] == ["fake-vl", "kids", "gift"]
+
+
+async def test_runtime_adapter_loading_is_off_unless_allowed(engine: FakeEngine, folders: dict[str, Path]) -> None:
+    """As in vLLM: the routes that make the server read a caller's path exist only when allowed."""
+    app = build_app(fake_settings(), engine)
+    assert not {"/v1/load_lora_adapter", "/v1/unload_lora_adapter"} & set(app.openapi()["paths"])
+    async with app_client(app) as client:
+        refused = await client.post("/v1/load_lora_adapter", json={"lora_name": "kids",
+                                                                   "lora_path": str(folders["shop"])})
+        assert refused.status_code == 404
+        models = await client.get("/v1/models")
+    assert [card["id"] for card in models.json()["data"]] == [engine.info().model]

@@ -66,7 +66,7 @@ from seesay.errors import (
 )
 from seesay.types import SEED_LIMITS
 
-SETTINGS = fake_settings()
+SETTINGS = fake_settings(allow_runtime_lora_updating=True)
 CONFIG = {
     "seed": 20250611,
     "generation": {"deterministic": True, "max-examples": 100, "database": "none"},
@@ -284,7 +284,7 @@ ROUTE_ERRORS: dict[tuple[str, str], set[type[SeesayError]]] = {
 
 
 def _document(**settings: Any) -> dict[str, Any]:
-    return build_app(fake_settings(**settings), FakeEngine()).openapi()
+    return build_app(fake_settings(**{"allow_runtime_lora_updating": True, **settings}), FakeEngine()).openapi()
 
 
 def test_no_response_is_a_422() -> None:

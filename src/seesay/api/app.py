@@ -66,6 +66,8 @@ def build_app(settings: Settings, engine: Engine | None = None, *, gate: SafetyG
     install_error_handlers(app, debug=settings.debug)
     install_openapi(app, settings)
     routers = [module.router for module in (chat, vqa, models, health, admin)]
+    if settings.allow_runtime_lora_updating:
+        routers.append(models.updates_router)
     for router in routers:
         app.include_router(router)
     paths = {getattr(route, "path", "") for router in routers for route in router.routes}

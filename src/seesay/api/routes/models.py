@@ -2,7 +2,9 @@
 
 ``GET /v1/models`` lists the served model and each loaded LoRA adapter, whose ``parent`` is the
 served model; ``GET /v1/models/{model_id}`` answers for either (404 otherwise).
-``POST /v1/load_lora_adapter`` and ``POST /v1/unload_lora_adapter`` take vLLM's bodies and answer
+``POST /v1/load_lora_adapter`` and ``POST /v1/unload_lora_adapter`` (:data:`updates_router`, served
+only with ``allow_runtime_lora_updating``, as vLLM serves them only when
+``VLLM_ALLOW_RUNTIME_LORA_UPDATING`` is set) take vLLM's bodies and answer
 as vLLM does: 200 with a plain-text message; 400 for an adapter already loaded or one that cannot
 be loaded (the message says why and how to fix it), 404 for unloading one that is not loaded; and,
 beyond vLLM, 503 when ``max_loras`` adapters are loaded and all are answering requests, or when
@@ -23,6 +25,7 @@ from seesay.engine.adapters import AdapterSource
 from seesay.errors import AdapterLoadError
 
 router = APIRouter(dependencies=[Depends(require_caller)])
+updates_router = APIRouter(dependencies=[Depends(require_caller)])
 
 _PLAIN_TEXT: dict[str, Any] = {"description": "Done; the message says what was done.",
                                "content": {"text/plain": {"schema": {"type": "string"}}}}
@@ -40,7 +43,7 @@ async def get_model(model_id: str, runtime: RuntimeDep) -> ModelCard:
 
 
 # response_class=Response (no media type): FastAPI then documents the errors as JSON, the 200 as text.
-@router.post("/v1/load_lora_adapter", response_class=Response,
+@updates_router.post("/v1/load_lora_adapter", response_class=Response,
              responses={200: _PLAIN_TEXT, **error_responses(400, 401, 413, 429, 503)})
 async def load_lora_adapter(body: LoadLoRAAdapterRequest, runtime: RuntimeDep) -> PlainTextResponse:
     """Serve a LoRA adapter as a model of its own; the least recently used idle one makes room at ``max_loras``."""
@@ -52,7 +55,7 @@ async def load_lora_adapter(body: LoadLoRAAdapterRequest, runtime: RuntimeDep) -
     return PlainTextResponse(f"Success: LoRA adapter '{source.name}' added successfully.")
 
 
-@router.post("/v1/unload_lora_adapter", response_class=Response,
+@updates_router.post("/v1/unload_lora_adapter", response_class=Response,
              responses={200: _PLAIN_TEXT, **error_responses(400, 401, 404, 413, 429, 503)})
 async def unload_lora_adapter(body: UnloadLoRAAdapterRequest, runtime: RuntimeDep) -> PlainTextResponse:
     """Stop serving a LoRA adapter (503 while requests are being answered with it)."""
