@@ -46,7 +46,7 @@ def processor() -> object:
 
 def quick(dataset: Path, out: Path, **options: object) -> FinetuneConfig:
     """A few steps of the product defaults (r=8, alpha 32, q_proj/v_proj of the language model)."""
-    return replace(FinetuneConfig(base=DEMO, data=dataset, out=out, steps=6, batch_size=4, grad_accumulation=1,
+    return replace(FinetuneConfig(base=DEMO, data=(dataset,), out=out, steps=6, batch_size=4, grad_accumulation=1,
                                   checkpoint_every=2, threads=1), **options)  # type: ignore[arg-type]
 
 

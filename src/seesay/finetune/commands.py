@@ -42,8 +42,11 @@ def _add_finetune(subparsers: Any) -> None:
     for option in dataclasses.fields(FinetuneConfig):
         required = option.default is dataclasses.MISSING
         default = "" if required or option.default is None else f" (default: {option.default})"
+        hint = hints[option.name]
+        several = typing.get_origin(hint) is tuple
         parser.add_argument(f"--{option.name.replace('_', '-')}", dest=option.name, required=required,
-                            type=_argument_type(hints[option.name]), help=docs[option.name] + default)
+                            type=typing.get_args(hint)[0] if several else _argument_type(hint),
+                            nargs="+" if several else None, help=docs[option.name] + default)
     parser.add_argument("--resume", action="store_true",
                         help="continue from the newest complete checkpoint in --out, with the same options")
     parser.set_defaults(func=run_finetune)
@@ -99,6 +102,7 @@ def run_finetune(args: argparse.Namespace) -> int:
 
     options = {f.name: getattr(args, f.name) for f in dataclasses.fields(FinetuneConfig)
                if getattr(args, f.name) is not None}
+    options["data"] = tuple(options["data"])
     try:
         result = finetune(FinetuneConfig(**options), resume=args.resume)
     except TrainingInterrupted as exc:

@@ -21,7 +21,7 @@ and images (``question_type`` …) are kept in :attr:`Conversation.fields`.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -92,7 +92,7 @@ class Conversation:
 class DatasetError(ValueError):
     """A dataset cannot be used as it is; ``problems`` names each record and what is wrong."""
 
-    def __init__(self, source: Path, problems: list[str]) -> None:
+    def __init__(self, source: Path | str, problems: list[str]) -> None:
         shown = problems[:MAX_PROBLEMS_SHOWN]
         more = f"\n  … and {len(problems) - len(shown)} more" if len(problems) > len(shown) else ""
         super().__init__(f"{source}: {len(problems)} problem(s) found, nothing was trained:\n  "
@@ -126,6 +126,43 @@ class Layout:
                  tags.get("system_tag", "system"): "system"}
         return cls(columns.get("messages", base.messages), columns.get("images", base.images),
                    tags.get("role_tag", base.role), tags.get("content_tag", base.content), roles)
+
+
+def load_datasets(paths: Sequence[str | Path], names: str | None = None) -> list[Conversation]:
+    """Several datasets read with :func:`load_dataset`, one after the other.
+
+    Args:
+        paths: The files (or ``dataset_info.json`` files or folders).
+        names: Comma-separated entries of the ``dataset_info.json`` files (each file's entries
+            that it has); ``None``: each such file must have only one.
+
+    Raises:
+        DatasetError: Listing every problem found in every file.
+    """
+    conversations: list[Conversation] = []
+    problems: list[str] = []
+    for path in paths:
+        for name in _entries(Path(path), names):
+            try:
+                conversations += load_dataset(path, name)
+            except DatasetError as exc:
+                if len(paths) == 1:
+                    raise
+                problems += exc.problems  # each names its file and record
+    if problems:
+        raise DatasetError(", ".join(str(path) for path in paths), problems)
+    return conversations
+
+
+def _entries(path: Path, names: str | None) -> list[str | None]:
+    """The ``dataset_info.json`` entries of ``names`` found in ``path`` (``[None]`` for a plain file)."""
+    info = path / "dataset_info.json" if path.is_dir() else path
+    if names is None or info.name != "dataset_info.json" or not info.is_file():
+        return [None]
+    entries = _read_json(info)
+    wanted = [name.strip() for name in names.split(",") if name.strip()]
+    found: list[str | None] = [name for name in wanted if isinstance(entries, dict) and name in entries]
+    return found or [*wanted[:1]]  # none found: let load_dataset name the missing entry
 
 
 def load_dataset(path: str | Path, name: str | None = None) -> list[Conversation]:

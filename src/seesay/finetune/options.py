@@ -22,12 +22,12 @@ class FinetuneConfig:
 
     base: str
     """Base model: hub id or local folder."""
-    data: Path
-    """Training data: ms-swift .jsonl, LLaMA-Factory .json, or a dataset_info.json (or its folder)."""
+    data: tuple[Path, ...]
+    """Training data, one or more: ms-swift .jsonl, LLaMA-Factory .json, or a dataset_info.json (or its folder)."""
     out: Path
     """Output folder: the adapter, the training report and checkpoints."""
     dataset: str | None = None
-    """Entry of dataset_info.json to train on."""
+    """Entries of dataset_info.json to train on, comma-separated."""
     eval_data: Path | None = None
     """Evaluation data, in the same formats (its loss is reported every epoch)."""
     eval_dataset: str | None = None
@@ -99,7 +99,16 @@ class FinetuneConfig:
 
     def run_settings(self) -> dict[str, Any]:
         """What fixes a run (compared when resuming): every option but where output goes and threads."""
-        settings = {key: str(value) if isinstance(value, Path) else value for key, value in asdict(self).items()}
+        settings = {key: _plain(value) for key, value in asdict(self).items()}
         for key in ("out", "threads", "checkpoint_every", "keep_checkpoints"):
             settings.pop(key)
         return settings
+
+
+def _plain(value: Any) -> Any:
+    """``value`` as JSON keeps it: paths as strings, tuples as lists."""
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, tuple):
+        return [_plain(item) for item in value]
+    return value

@@ -25,7 +25,7 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from seesay.engine.device import plan_device
 from seesay.engine.processor import load_processor, processor_pixel_budget
 from seesay.engine.transformers import load_model
-from seesay.finetune.datasets import load_dataset
+from seesay.finetune.datasets import load_dataset, load_datasets
 from seesay.finetune.encoding import ConversationEncoder
 from seesay.finetune.options import FinetuneConfig
 from seesay.finetune.report import TrainingReport, peak_memory_mb
@@ -76,7 +76,7 @@ def finetune(config: FinetuneConfig, *, resume: bool = False, progress: Progress
         processor: Any = load_processor(config.base)
         encoder = ConversationEncoder(processor, processor_pixel_budget(processor, config.min_pixels,
                                                                         config.max_pixels), config.max_length)
-        data = encoder.encode_all(load_dataset(config.data, config.dataset), config.data)
+        data = encoder.encode_all(load_datasets(config.data, config.dataset), config.data[0])
         held_out = (encoder.encode_all(load_dataset(config.eval_data, config.eval_dataset), config.eval_data)
                     if config.eval_data else None)
         report(f"{len(data.sequences)} training sequences, {len(data.pictures)} pictures"
