@@ -85,7 +85,7 @@ def run_baseline(data: Path, out: Path, steps: int) -> dict[str, float]:
         return dict(encoded)
 
     arguments = TrainingArguments(output_dir=str(out), max_steps=steps, per_device_train_batch_size=BATCH,
-                                  learning_rate=1e-4, lr_scheduler_type="cosine", warmup_ratio=0.05,
+                                  learning_rate=1e-4, lr_scheduler_type="cosine", warmup_steps=round(0.05 * steps),
                                   logging_strategy="no", save_strategy="no", report_to=[], use_cpu=True,
                                   dataloader_num_workers=0, remove_unused_columns=False, seed=0,
                                   disable_tqdm=True)
