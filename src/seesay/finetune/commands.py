@@ -114,6 +114,8 @@ def run_finetune(args: argparse.Namespace) -> int:
 
 def run_eval(args: argparse.Namespace) -> int:
     """``seesay eval``: score a model (with an adapter if given) on a dataset and print the report."""
+    from tqdm.auto import tqdm  # a dependency of transformers
+
     from seesay.engine.adapters import AdapterSource
     from seesay.engine.config import TransformersEngineConfig
     from seesay.engine.registry import create_engine
@@ -124,8 +126,9 @@ def run_eval(args: argparse.Namespace) -> int:
     engine = create_engine("transformers", TransformersEngineConfig(model=args.model))
     try:
         adapter = engine.load_adapter(AdapterSource(ADAPTER_NAME, args.adapter)).name if args.adapter else None
-        report = evaluate_dataset(engine, conversations, adapter=adapter, batch_size=args.batch_size,
-                                  group_by=args.group_by)
+        with tqdm(total=len(conversations), desc="eval", unit="question", disable=None) as bar:
+            report = evaluate_dataset(engine, conversations, adapter=adapter, batch_size=args.batch_size,
+                                      group_by=args.group_by, on_batch=bar.update)
     finally:
         engine.close()
     print(json.dumps(report.to_dict(), ensure_ascii=False, indent=2) if args.json else report.table())
