@@ -33,6 +33,7 @@ from seesay.training.batches import TrainingSet
 from seesay.training.checkpoints import CheckpointDir
 from seesay.training.loop import (
     Checkpointing,
+    History,
     LoopSettings,
     Progress,
     evaluation_loss,
@@ -108,7 +109,7 @@ def _pad_id(tokenizer: Any) -> int:
 
 
 def _train(model: PeftModel, data: TrainingSet, held_out: TrainingSet | None, config: FinetuneConfig,
-           resume: bool, progress: Progress, pad_id: int) -> Any:
+           resume: bool, progress: Progress, pad_id: int) -> History:
     steps = config.total_steps(len(data.sequences))
     settings = LoopSettings(steps=steps, batch_size=config.batch_size, lr=config.lr,
                             warmup_steps=round(config.warmup_ratio * steps), schedule=config.schedule,

@@ -273,11 +273,15 @@ def _steps(run: _Run, progress: Progress, checkpointing: Checkpointing | None, e
         loss = run.one_step()
         rate = (run.step - first) * settings.sequences_per_step / max(time.perf_counter() - started, 1e-9)
         progress.stepped(run.step, loss, run.history.learning_rates[-1], rate)
-        if evaluate and (run.step == settings.steps or (eval_every and run.step % eval_every == 0)):
+        if evaluate and (run.step == settings.steps or _due(run.step, eval_every)):
             _evaluate(run, evaluate, progress)
-        if checkpointing and checkpointing.every and run.step % checkpointing.every == 0 \
-                and run.step < settings.steps:
+        if checkpointing and run.step < settings.steps and _due(run.step, checkpointing.every):
             progress.note(f"checkpoint {run.save(checkpointing).path}")
+
+
+def _due(step: int, every: int | None) -> bool:
+    """Whether something done every ``every`` steps (``None``: never) is due after ``step``."""
+    return every is not None and every > 0 and step % every == 0
 
 
 def _evaluate(run: _Run, evaluate: Evaluation, progress: Progress) -> None:
