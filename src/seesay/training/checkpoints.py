@@ -42,7 +42,7 @@ class Checkpoint:
 
     def state(self) -> dict[str, Any]:
         """Optimiser, schedule, RNG state, step and history, as :meth:`CheckpointDir.save` stored them."""
-        state: dict[str, Any] = torch.load(self.path / STATE, weights_only=False)
+        state: dict[str, Any] = torch.load(self.path / STATE, weights_only=True)
         return state
 
     def settings(self) -> dict[str, Any]:

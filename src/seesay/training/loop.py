@@ -194,8 +194,9 @@ class _Run:
         return total
 
     def state(self) -> dict[str, Any]:
+        cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else []
         return {"step": self.step, "optimiser": self.optimiser.state_dict(),
-                "schedule": self.schedule.state_dict(), "rng": torch.get_rng_state(),
+                "schedule": self.schedule.state_dict(), "rng": torch.get_rng_state(), "cuda_rng": cuda_rng,
                 "history": asdict(self.history)}
 
     def save(self, checkpointing: Checkpointing) -> Checkpoint:
@@ -217,6 +218,8 @@ class _Run:
         self.optimiser.load_state_dict(state["optimiser"])
         self.schedule.load_state_dict(state["schedule"])
         torch.set_rng_state(state["rng"])
+        if state["cuda_rng"]:
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
         self.history = History(**state["history"])
         self.step = int(state["step"])
         consumed = self.step * self.settings.sequences_per_step
