@@ -262,3 +262,10 @@ def test_the_image_installs_the_serve_extra_and_serves_on_all_interfaces() -> No
 def test_pending_settings_are_still_pending() -> None:
     landed = PENDING_SETTINGS & set(Settings.model_fields)
     assert not landed, f"{sorted(landed)} are settings now: remove them from PENDING_SETTINGS"
+
+
+def test_readme_points_at_files_that_exist() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    named = set(re.findall(r"`((?:deploy|docs)/[\w./-]*)", readme)) | set(re.findall(r"\]\((docs/[\w./-]+)\)", readme))
+    assert {"deploy/compose.yaml", "deploy/k8s/", "deploy/Dockerfile", "docs/capacity.md"} <= named
+    assert all((ROOT / path).exists() for path in named), sorted(p for p in named if not (ROOT / p).exists())
