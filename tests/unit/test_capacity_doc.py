@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
+from deploy_files import vllm_command_lines
 from qwen3vl_8b import TEXT_8B, VISION_8B
 from seesay.images import PixelBudget
 
@@ -57,13 +57,6 @@ def kv_bytes_per_token(t: dict[str, Any]) -> int:
     return int(2 * t["num_hidden_layers"] * t["num_key_value_heads"] * t["head_dim"] * BF16)
 
 
-def vllm_flags() -> dict[str, str]:
-    documents = yaml.safe_load_all((ROOT / "deploy" / "k8s" / "vllm.yaml").read_text(encoding="utf-8"))
-    [deployment] = [doc for doc in documents if doc["kind"] == "Deployment"]
-    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
-    return dict(zip(args[::2], args[1::2], strict=True))
-
-
 def kv_tokens(reported_mib: int, utilisation: float, overhead_gib: float, tensor_parallel: int = 1) -> int:
     """KV cache tokens: the card's share for vLLM, less its part of the weights and the overhead."""
     weights = BF16 * (language_model_parameters(TEXT_8B) + vision_parameters(VISION_8B))
@@ -92,7 +85,7 @@ def test_weights_and_kv_cache_per_token(guide: str) -> None:
 def test_image_tokens_follow_seesay_s_own_resize(guide: str) -> None:
     tile = VISION_8B["patch_size"] * VISION_8B["spatial_merge_size"]
     assert f"{1e6 / tile**2:.1f} ≈ {round(1e6 / tile**2)} tokens" in guide
-    configured = json.loads(vllm_flags()["--mm-processor-kwargs"])["size"]
+    configured = json.loads(vllm_command_lines()["k8s"]["--mm-processor-kwargs"])["size"]
     budget = PixelBudget(min_pixels=configured["shortest_edge"], max_pixels=configured["longest_edge"], factor=tile)
     assert f"`max_pixels` = {budget.max_pixels:,}" in guide
     width, height = budget.target_size(4000, 3000)
@@ -102,7 +95,7 @@ def test_image_tokens_follow_seesay_s_own_resize(guide: str) -> None:
 
 
 def test_kv_capacity_on_24_and_80_gb_and_with_tensor_parallelism(guide: str) -> None:
-    flags = vllm_flags()
+    flags = vllm_command_lines()["k8s"]
     utilisation, max_seqs = float(flags["--gpu-memory-utilization"]), int(flags["--max-num-seqs"])
     small = kv_tokens(23_028, utilisation, 1.5)
     assert f"**{small:,} tokens**" in guide
