@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from qwen3vl_8b import TEXT_8B, VISION_8B
 from seesay.demo.catalogue import png_bytes
 from seesay.engine.config import TransformersEngineConfig
 from seesay.engine.transformers import TransformersEngine
@@ -18,19 +19,6 @@ pytestmark = [
     pytest.mark.gpu,
     pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
 ]
-
-# Qwen3-VL-8B-Instruct's published architecture.
-TEXT_8B = {
-    "hidden_size": 4096, "intermediate_size": 12288, "num_hidden_layers": 36, "num_attention_heads": 32,
-    "num_key_value_heads": 8, "head_dim": 128, "vocab_size": 151936, "rms_norm_eps": 1e-6,
-    "max_position_embeddings": 262144, "rope_theta": 5_000_000,
-    "rope_scaling": {"rope_type": "default", "mrope_section": [24, 20, 20], "mrope_interleaved": True},
-}
-VISION_8B = {
-    "depth": 27, "hidden_size": 1152, "intermediate_size": 4304, "num_heads": 16, "patch_size": 16,
-    "spatial_merge_size": 2, "temporal_patch_size": 2, "out_hidden_size": 4096, "num_position_embeddings": 2304,
-    "deepstack_visual_indexes": [8, 16, 24], "hidden_act": "gelu_pytorch_tanh",
-}
 
 
 def test_8b_architecture_generates_in_bf16_on_the_gpu(engine: TransformersEngine, tmp_path_factory) -> None:
