@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from limits import RateLimitItem
     from limits.aio.strategies import MovingWindowRateLimiter
     from limits.util import WindowStats
+    from redis.asyncio import ConnectionPool
 
 WINDOW_S = 60
 
@@ -86,16 +87,13 @@ class RateLimit:
         self._wall_clock = wall_clock
         self._local = MovingWindowRateLimiter(MemoryStorage())
         self._shared: MovingWindowRateLimiter | None = None
+        self._pool: ConnectionPool | None = None
         self.guard: RedisGuard | None = None
         if shared is not None:
-            self._shared = MovingWindowRateLimiter(_redis_storage(shared))
+            storage, self._pool = _redis_storage(shared)
+            self._shared = MovingWindowRateLimiter(storage)
             self.guard = RedisGuard("rate limit", "counting requests per replica", redacted_url(shared.url),
                                     timeout_s=shared.timeout_s, breaker=shared.breaker, clock=clock)
-
-    @property
-    def shared_now(self) -> bool:
-        """Whether the last request was counted in Redis (``False`` without Redis or during an outage)."""
-        return self.guard is not None and not self.guard.outage
 
     async def hit(self, caller: str) -> None:
         """Count one request of ``caller``.
@@ -121,8 +119,8 @@ class RateLimit:
 
     async def close(self) -> None:
         """Close the Redis connections (nothing to do without Redis)."""
-        if self._shared is not None:
-            await _close_storage(self._shared.storage)
+        if self._pool is not None:
+            await self._pool.aclose()
 
     async def _retry_after(self, limiter: MovingWindowRateLimiter, caller: str) -> int:
         """Whole seconds until the window admits ``caller`` again; the full window if Redis cannot say."""
@@ -136,22 +134,16 @@ class RateLimit:
         return max(1, math.floor(stats.reset_time - self._wall_clock()) + 1)
 
 
-def _redis_storage(config: SharedLimitConfig) -> Any:
-    """A ``limits`` asyncio Redis storage on redis-py (seesay's Redis client; no coredis)."""
+def _redis_storage(config: SharedLimitConfig) -> tuple[Any, ConnectionPool]:
+    """A ``limits`` asyncio Redis storage on a redis-py connection pool that seesay owns (and closes)."""
     try:
-        import redis  # noqa: F401  (limits imports it lazily; fail here with the extra's name)
         from limits.aio.storage import RedisStorage
+        from redis.asyncio import ConnectionPool
     except ImportError as exc:
         raise MissingDependencyError("redis", "serve", "The rate limit shared through Redis") from exc
-    scheme, _, rest = config.url.partition("://")
-    # limits wants its own schemes: async+redis://, async+rediss://, async+redis+unix://
-    uri = f"async+redis+unix://{rest}" if scheme.lower() == "unix" else f"async+{config.url}"
-    connect_s = max(config.timeout_s, 1.0)
-    return RedisStorage(uri, implementation="redispy", key_prefix=f"{config.namespace}:ratelimit",
-                        socket_timeout=connect_s, socket_connect_timeout=connect_s)
-
-
-async def _close_storage(storage: Any) -> None:
-    """Close the redis-py client inside a ``limits`` Redis storage."""
-    client = storage.bridge.get_connection()
-    await client.aclose()
+    connect_s = max(config.timeout_s, 1.0)  # the guard's time-box bounds every call; this bounds the socket
+    pool = ConnectionPool.from_url(config.url, socket_timeout=connect_s, socket_connect_timeout=connect_s)
+    # limits documents connection_pool but types its options as scalars
+    storage = RedisStorage("async+redis://", implementation="redispy", key_prefix=f"{config.namespace}:ratelimit",
+                           connection_pool=pool)  # type: ignore[arg-type]
+    return storage, pool
