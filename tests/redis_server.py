@@ -111,6 +111,8 @@ class RedisServer:
             self.resume()  # a stopped process dies only once continued on some systems
             self._process.kill()
             self._process.wait(timeout=10)
+            if self._process.stderr is not None:
+                self._process.stderr.close()
             self._process = None
 
     def pause(self) -> None:

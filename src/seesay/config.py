@@ -100,7 +100,9 @@ class Settings(BaseSettings):
     # Authentication and rate limiting.
     api_keys: Annotated[tuple[str, ...], NoDecode] = ()
     api_keys_file: Path | None = None
-    rate_limit_per_minute: int = Field(0, ge=0, description="Requests per minute per API key; 0: off.")
+    rate_limit_per_minute: int = Field(0, ge=0, description="Requests per minute per API key, counted by every "
+                                       "replica together in redis_url when set (per replica while Redis is down); "
+                                       "0: off.")
 
     # Images by http(s) URL.
     allow_url_images: bool = False
@@ -116,7 +118,8 @@ class Settings(BaseSettings):
     cache_memory_entries: int = Field(1000, ge=0, description="Answers kept in process (L1); 0: no L1.")
     cache_memory_ttl_s: float = Field(3600.0, gt=0)
     cache_memory_bytes: int = Field(64 * MiB, ge=0)
-    redis_url: str | None = Field(None, description="Shared L2 cache: redis://host:port/db (rediss://, unix://).")
+    redis_url: str | None = Field(None, description="Shared L2 cache, rate limit and near-duplicate index: "
+                                  "redis://host:port/db (rediss://, unix://).")
     redis_namespace: str = Field("seesay", pattern=r"^[A-Za-z0-9_.-]+$")
     redis_ttl_s: float = Field(86_400.0, gt=0)
     redis_timeout_ms: float = Field(50.0, gt=0, le=60_000, description="Time-box of every request-path call.")
@@ -124,7 +127,7 @@ class Settings(BaseSettings):
     redis_failure_threshold: int = Field(3, ge=1, description="Consecutive failures that stop calls to Redis.")
     redis_cooldown_s: float = Field(5.0, ge=0, description="Seconds before Redis is probed again.")
     cache_near_duplicates: bool = Field(False, description="Let near-identical photos (resized, recompressed) "
-                                        "share cached answers, by perceptual hash.")
+                                        "share cached answers, by perceptual hash; replicas agree through redis_url.")
     cache_phash_max_hamming: int = Field(6, ge=0, le=64)
     cache_phash_colour_delta: int = Field(12, ge=0, le=255)
 

@@ -31,7 +31,8 @@ and in-process jobs. A :class:`~seesay.types.Question` goes in; an
 
 A cache hit skips input screening: its key holds the normalised pixels, the text and the policy
 version, so it answers a request that passed the same screens. With ``cache_near_duplicates`` a
-hit may answer a near-identical picture that was not screened itself; the model does not see
+hit may answer a near-identical picture that was not screened itself (matched by this replica's
+index, or by the index every replica shares through Redis); the model does not see
 that picture either, and the answer is the one for the screened picture.
 """
 
@@ -58,10 +59,9 @@ from seesay.cache import (
     CacheMode,
     CachePolicy,
     ClearReport,
-    NearDuplicateIndex,
-    NearDuplicateRule,
     ResponseCache,
     SharedCacheUnavailableError,
+    SharedNearDuplicateIndex,
     build_response_cache,
     key_for,
 )
@@ -88,13 +88,14 @@ class AnswerService:
         adapters: The LoRA adapters served beside the base model; its ``parent`` is the served
             model's own name.
         cache_mode: Which requests are cacheable (see :class:`~seesay.cache.CacheMode`).
-        near_duplicates: When near-identical pictures share keys; ``None``: never.
+        near_duplicates: Names near-identical pictures alike in keys (shared through Redis when it has
+            Redis); ``None``: pictures share keys only when their normalised pixels are equal.
     """
 
     def __init__(self, engine: Engine, scheduler: Scheduler, intake: RequestIntake, gate: SafetyGate,
                  cache: ResponseCache | None = None, *, adapters: AdapterCatalogue,
                  cache_mode: CacheMode = CacheMode.DETERMINISTIC,
-                 near_duplicates: NearDuplicateRule | None = None) -> None:
+                 near_duplicates: SharedNearDuplicateIndex | None = None) -> None:
         self._engine = engine
         self._scheduler = scheduler
         self._intake = intake
@@ -104,7 +105,7 @@ class AnswerService:
         self.cache = cache
         self.cache_policy = CachePolicy(cache_mode if cache is not None else CacheMode.OFF,
                                         self._info.default_temperature)
-        self._index = NearDuplicateIndex(near_duplicates) if near_duplicates is not None else None
+        self._index = near_duplicates
 
     @property
     def info(self) -> EngineInfo:
@@ -203,9 +204,9 @@ class AnswerService:
         model, policy = self._info.fingerprint, self.gate.version
         if self._index is None or not request.images:
             return key_for(request, model, policy, adapter_fingerprint=adapter_fingerprint)
-        # A perceptual hash per picture is CPU work: off the event loop.
-        return await asyncio.to_thread(key_for, request, model, policy, adapter_fingerprint=adapter_fingerprint,
-                                       image_hash=self._index.canonical_hash)
+        names = await self._index.canonical_hashes(request.images)
+        return key_for(request, model, policy, adapter_fingerprint=adapter_fingerprint,
+                       image_hash=lambda image: names[image.content_hash])
 
     async def cache_stats(self) -> dict[str, Any]:
         """This process's cache counters and the number of answers in the shared tier."""
@@ -213,6 +214,8 @@ class AnswerService:
         if self.cache is None:
             return report
         report.update(self.cache.stats().as_dict())
+        if self._index is not None:
+            report["near_duplicates"] = self._index.stats()
         if self.cache.shared is not None:
             try:
                 report["redis_entries"] = await self.cache.shared.count()
@@ -221,13 +224,15 @@ class AnswerService:
         return report
 
     async def clear_cache(self) -> ClearReport:
-        """Empty this process's L1 and the shared L2.
+        """Empty this process's L1 and near-duplicate index, and the shared L2 with its near-duplicate index.
 
         Raises:
             CacheUnavailableError: The shared tier could not be cleared.
         """
         if self.cache is None:
             return ClearReport(0, None)
+        if self._index is not None:
+            self._index.clear()
         try:
             return await self.cache.clear()
         except SharedCacheUnavailableError as exc:
@@ -273,10 +278,13 @@ async def running_service(engine: Engine, settings: Settings, gate: SafetyGate, 
     close, in ``finally``. The engine and the gate belong to the caller.
     """
     async with AsyncExitStack() as stack:
-        cache = None
+        cache, index = None, None
         if settings.cache_policy is not CacheMode.OFF:
             cache = build_response_cache(settings.memory_cache_config(), settings.redis_cache_config())
             stack.push_async_callback(cache.close)
+            index = near_duplicate_index(settings)
+            if index is not None:
+                stack.push_async_callback(index.close)
         intake = request_intake(settings, engine, stack)
         scheduler = Scheduler(engine, settings.scheduler_limits(), observer=scheduler_observer)
         stack.push_async_callback(scheduler.stop, settings.drain_timeout_s)
@@ -285,4 +293,12 @@ async def running_service(engine: Engine, settings: Settings, gate: SafetyGate, 
         for source in settings.lora_modules:
             await adapters.load(source)
         yield AnswerService(engine, scheduler, intake, gate, cache, adapters=adapters,
-                            cache_mode=settings.cache_policy, near_duplicates=settings.near_duplicate_rule())
+                            cache_mode=settings.cache_policy, near_duplicates=index)
+
+
+def near_duplicate_index(settings: Settings) -> SharedNearDuplicateIndex | None:
+    """The near-duplicate index these settings ask for (shared through ``redis_url`` when set), or ``None``."""
+    rule = settings.near_duplicate_rule()
+    if rule is None:
+        return None
+    return SharedNearDuplicateIndex(rule, settings.redis_cache_config())

@@ -6,14 +6,17 @@ import hmac
 import json
 import logging
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
+import limits.aio.storage.memory as limits_memory
 import pytest
 
 from fakes import FakeClock, FakeEngine, app_client, fake_settings
 from seesay.api import auth as auth_module
-from seesay.api.app import build_app
+from seesay.api.app import build_app, build_rate_limit
 from seesay.api.auth import ANONYMOUS, ApiKeyAuth, key_id
+from seesay.api.rate_limit import RateLimit
 from seesay.errors import AuthenticationError, RateLimitedError
 
 KEYS = ("sk-alpha-0123456789", "sk-beta-9876543210")
@@ -58,25 +61,34 @@ def test_every_key_is_compared_in_constant_time_even_after_a_match(monkeypatch: 
     assert len(calls) == len(KEYS)
 
 
-def test_the_rate_limit_refuses_the_request_over_the_limit_then_refills() -> None:
-    clock = FakeClock(1000.0)
-    auth = ApiKeyAuth(KEYS, rate_limit_per_minute=3, clock=clock)
+async def test_the_rate_limit_refuses_the_request_over_the_limit_until_the_window_moves(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = FakeClock(1_000_000.0)
+    monkeypatch.setattr(limits_memory, "time", SimpleNamespace(time=clock))  # the library's own time source
+    auth = ApiKeyAuth(KEYS, RateLimit(3, wall_clock=clock))
     for _ in range(3):
-        auth.check_rate("key-a")
+        await auth.check_rate("key-a")
+        clock.advance(10)
     with pytest.raises(RateLimitedError) as limited:
-        auth.check_rate("key-a")
-    assert limited.value.status == 429 and limited.value.retry_after == 20  # one request per 20 s
-    auth.check_rate("key-b")  # other keys have their own bucket
-    clock.now += 20
-    auth.check_rate("key-a")
+        await auth.check_rate("key-a")
+    # the first request (t=0) is in the window up to t=60 inclusive: admitted again 31 s from t=30
+    assert limited.value.status == 429 and limited.value.retry_after == 31
+    await auth.check_rate("key-b")  # other keys have their own count
+    clock.advance(30)
     with pytest.raises(RateLimitedError):
-        auth.check_rate("key-a")
+        await auth.check_rate("key-a")
+    clock.advance(1)
+    await auth.check_rate("key-a")
+    with pytest.raises(RateLimitedError) as again:
+        await auth.check_rate("key-a")
+    assert again.value.retry_after == 10
 
 
-def test_a_zero_rate_limit_means_no_limit() -> None:
-    auth = ApiKeyAuth(KEYS, rate_limit_per_minute=0)
+async def test_a_zero_rate_limit_means_no_limit() -> None:
+    assert build_rate_limit(fake_settings(rate_limit_per_minute=0)) is None
+    auth = ApiKeyAuth(KEYS, None)
     for _ in range(1000):
-        auth.check_rate("key-a")
+        await auth.check_rate("key-a")
 
 
 # --- through HTTP ----------------------------------------------------------------------------

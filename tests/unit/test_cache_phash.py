@@ -82,6 +82,15 @@ def test_oldest_canonical_picture_is_replaced_when_full() -> None:
     assert index.canonical_hash(copy_of_third) == third.content_hash
 
 
+def test_a_cleared_index_forgets_every_picture() -> None:
+    index = NearDuplicateIndex(max_entries=2)
+    png, jpeg = normalised(picture()), normalised(picture(), "JPEG", 0.75, quality=85)
+    assert index.canonical_hash(png) == png.content_hash
+    assert index.clear() == 1 and len(index) == 0
+    assert index.canonical_hash(jpeg) == jpeg.content_hash  # the original is no longer canonical
+    assert index.canonical_for(png.content_hash, perceptual_hash(png.image)) == jpeg.content_hash
+
+
 def test_popcount_without_numpy_bitwise_count(monkeypatch: pytest.MonkeyPatch) -> None:
     values = np.array([0, 1, 0b1011, 2**64 - 1], dtype=np.uint64)
     expected = [0, 1, 3, 64]

@@ -24,7 +24,9 @@ from seesay.api.errors import install_error_handlers
 from seesay.api.metrics import Metrics
 from seesay.api.middleware import BodySizeLimit, FormTextCheck, RequestTelemetry
 from seesay.api.openapi import install_openapi
+from seesay.api.rate_limit import RateLimit, SharedLimitConfig
 from seesay.api.routes import admin, chat, health, models, vqa
+from seesay.cache import BreakerConfig
 from seesay.config import Settings
 from seesay.engine.base import Engine
 from seesay.engine.registry import create_engine
@@ -44,11 +46,15 @@ def build_app(settings: Settings, engine: Engine | None = None, *, gate: SafetyG
             metrics. ``None`` loads the screens the settings name, when the app starts.
     """
     metrics = Metrics()
-    auth = ApiKeyAuth(settings.all_api_keys(), settings.rate_limit_per_minute)
+    keys = settings.all_api_keys()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
+            rate_limit = build_rate_limit(settings)
+            if rate_limit is not None:
+                stack.push_async_callback(rate_limit.close)
+            auth = ApiKeyAuth(keys, rate_limit)
             if gate is not None:
                 gate.observer = metrics.safety
             screens = gate or stack.enter_context(closing(await asyncio.to_thread(
@@ -75,3 +81,14 @@ def build_app(settings: Settings, engine: Engine | None = None, *, gate: SafetyG
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
     app.add_middleware(RequestTelemetry, metrics=metrics, routes=paths, debug=settings.debug)
     return app
+
+
+def build_rate_limit(settings: Settings) -> RateLimit | None:
+    """The per-key limit these settings ask for, shared through ``redis_url`` when it is set; ``None``: no limit."""
+    if settings.rate_limit_per_minute == 0:
+        return None
+    shared = None
+    if settings.redis_url is not None:
+        shared = SharedLimitConfig(settings.redis_url, settings.redis_namespace, settings.redis_timeout_ms / 1000,
+                                   BreakerConfig(settings.redis_failure_threshold, settings.redis_cooldown_s))
+    return RateLimit(settings.rate_limit_per_minute, shared)

@@ -6,21 +6,19 @@ configured key in constant time (``hmac.compare_digest`` over all of them, no ea
 and a wrong or missing key gets OpenAI's 401. Logs and metrics see a key only as its
 :func:`key_id`, a short hash, never the key itself.
 
-The rate limit is a token bucket per key id: ``rate_limit_per_minute`` requests a minute,
-with bursts up to the same number; over it, a 429 with Retry-After. Without keys, all
-callers share the anonymous bucket.
+The rate limit (:mod:`seesay.api.rate_limit`) counts requests per key id in a moving window
+of 60 s, shared by every replica through Redis when a Redis URL is set; over it, a 429 with
+Retry-After. Without keys, all callers share the anonymous count.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import math
-import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 
-from seesay.errors import AuthenticationError, RateLimitedError
+from seesay.api.rate_limit import RateLimit
+from seesay.errors import AuthenticationError
 
 ANONYMOUS = "anonymous"
 
@@ -30,29 +28,18 @@ def key_id(key: str) -> str:
     return "key-" + hashlib.sha256(key.encode()).hexdigest()[:10]
 
 
-@dataclass
-class _Bucket:
-    tokens: float
-    updated: float
-
-
 class ApiKeyAuth:
     """Checks API keys and rate limits; see the module docstring.
 
     Args:
         keys: Accepted keys; empty disables authentication.
-        rate_limit_per_minute: Requests a minute per key id; 0 disables the limit.
-        clock: Monotonic seconds (tests pass a fake clock).
+        rate_limit: The per-key limit; ``None`` disables it.
     """
 
-    def __init__(
-        self, keys: Sequence[str], rate_limit_per_minute: int = 0, *, clock: Callable[[], float] = time.monotonic
-    ) -> None:
+    def __init__(self, keys: Sequence[str], rate_limit: RateLimit | None = None) -> None:
         self._keys = tuple(key.encode() for key in keys)
         self._ids = tuple(key_id(key) for key in keys)
-        self._rate = rate_limit_per_minute
-        self._clock = clock
-        self._buckets: dict[str, _Bucket] = {}
+        self.rate_limit = rate_limit
 
     @property
     def enabled(self) -> bool:
@@ -81,24 +68,11 @@ class ApiKeyAuth:
             raise AuthenticationError("incorrect API key provided; check the key you were given")
         return matched
 
-    def check_rate(self, caller: str) -> None:
+    async def check_rate(self, caller: str) -> None:
         """Count one request for ``caller``.
 
         Raises:
             RateLimitedError: The caller is over its limit; ``retry_after`` says when to retry.
         """
-        if self._rate <= 0:
-            return
-        now = self._clock()
-        per_second = self._rate / 60.0
-        bucket = self._buckets.setdefault(caller, _Bucket(float(self._rate), now))
-        bucket.tokens = min(float(self._rate), bucket.tokens + (now - bucket.updated) * per_second)
-        bucket.updated = now
-        if bucket.tokens < 1.0:
-            wait = math.ceil((1.0 - bucket.tokens) / per_second)
-            raise RateLimitedError(
-                f"rate limit reached: {self._rate} requests per minute for this API key; "
-                f"retry in {wait} s",
-                retry_after=wait,
-            )
-        bucket.tokens -= 1.0
+        if self.rate_limit is not None:
+            await self.rate_limit.hit(caller)

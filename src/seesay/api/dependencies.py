@@ -60,7 +60,7 @@ async def require_caller(request: Request, runtime: RuntimeDep) -> str:
     """
     caller = runtime.auth.authenticate(request.headers.get("authorization"))
     record_of(request).key_id = caller
-    runtime.auth.check_rate(caller)
+    await runtime.auth.check_rate(caller)
     return caller
 
 

@@ -415,7 +415,9 @@ class CacheStatsResponse(BaseModel):
     """``GET /admin/cache``: this replica's response cache (``seesay cache stats``).
 
     ``hits``/``stores``/``errors`` are per tier (``memory``, ``redis``); ``memory`` and ``redis``
-    are the tiers' own counters; ``redis_entries`` is the number of answers in Redis.
+    are the tiers' own counters; ``redis_entries`` is the number of answers in Redis;
+    ``near_duplicates`` counts near-duplicate lookups answered through Redis (``shared``) or by
+    this replica's own index (``fallback``), with ``cache_near_duplicates`` only.
     Without a cache (``cache_policy = "off"``) only ``policy`` is set.
     """
 
@@ -429,6 +431,7 @@ class CacheStatsResponse(BaseModel):
     redis: dict[str, Any] | None = None
     redis_entries: int | None = None
     redis_error: str | None = None
+    near_duplicates: dict[str, Any] | None = None
 
 
 class CacheClearResponse(BaseModel):

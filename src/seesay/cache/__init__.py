@@ -14,6 +14,7 @@ from seesay.cache.memory import MemoryCache, MemoryCacheConfig, MemoryStats
 from seesay.cache.phash import NearDuplicateIndex, NearDuplicateRule, PerceptualHash, perceptual_hash
 from seesay.cache.policy import CacheDecision, CacheMode, CacheOptOut, CachePolicy, parse_cache_control
 from seesay.cache.redis import RedisCache, RedisCacheConfig, RedisStats, SharedCacheUnavailableError
+from seesay.cache.shared_phash import SharedNearDuplicateIndex
 from seesay.cache.tiered import (
     SHARED_TIERS,
     CacheLookup,
@@ -49,6 +50,7 @@ __all__ = [
     "RedisStats",
     "ResponseCache",
     "SharedCacheUnavailableError",
+    "SharedNearDuplicateIndex",
     "build_response_cache",
     "decode_result",
     "encode_result",

@@ -19,9 +19,8 @@ Contract:
   keys (:func:`seesay.cache.keys.key_for`'s ``image_hash``): the content hash of the first
   picture it saw that matches, else the image's own content hash, which then becomes
   canonical for later near copies. It holds at most ``max_entries`` pictures (oldest
-  dropped first) and is per process: two replicas may pick different canonical hashes for
-  the same near copies, so near-duplicate hits are shared through Redis only when they
-  first arrive at the same replica; exact copies always share.
+  dropped first) and is per process; :mod:`seesay.cache.shared_phash` shares the choice of
+  canonical hash between replicas through Redis and falls back to this index.
 
 Only Pillow and numpy are used.
 """
@@ -140,16 +139,29 @@ class NearDuplicateIndex:
             known = self._aliases.get(image.content_hash)
             if known is not None and known in self._slots:
                 return known
-        fingerprint = perceptual_hash(image.image)  # outside the lock: the costly part
+        return self.canonical_for(image.content_hash, perceptual_hash(image.image))  # the costly part: no lock
+
+    def canonical_for(self, content_hash: str, fingerprint: PerceptualHash) -> str:
+        """The canonical hash of a picture whose perceptual hash is already known; it is remembered."""
         with self._lock:
             canonical = self._find(fingerprint)
             if canonical is None:
-                canonical = image.content_hash
+                canonical = content_hash
                 self._insert(canonical, fingerprint)
-            self._aliases[image.content_hash] = canonical
+            self._aliases[content_hash] = canonical
             if len(self._aliases) > 4 * self.max_entries:
                 self._aliases = {k: v for k, v in self._aliases.items() if v in self._slots}
             return canonical
+
+    def clear(self) -> int:
+        """Forget every picture; returns how many canonical pictures were forgotten."""
+        with self._lock:
+            forgotten = len(self._slots)
+            self._owners = [None] * self.max_entries
+            self._slots.clear()
+            self._aliases.clear()
+            self._next = 0
+            return forgotten
 
     def __len__(self) -> int:
         return len(self._slots)

@@ -13,7 +13,9 @@ Contract: Redis trouble never fails or stalls a request.
   never reads old entries. Values are :mod:`~seesay.cache.codec` JSON written with a TTL;
   a value over ``max_value_bytes`` is not written, one that cannot be decoded reads as a miss.
 * Admin calls (:meth:`RedisCache.clear`, :meth:`RedisCache.count`) use ``admin_timeout_s``,
-  bypass the breaker and raise :class:`SharedCacheUnavailableError` on failure.
+  bypass the breaker and raise :class:`SharedCacheUnavailableError` on failure. ``clear`` also
+  deletes the shared near-duplicate index (:mod:`seesay.cache.shared_phash`), whose canonical
+  hashes name the answers it deletes.
 
 redis-py is imported when a :class:`RedisCache` is created, so the package imports without
 it; a missing install raises an ImportError naming the pip extra.
@@ -82,6 +84,11 @@ class RedisCacheConfig:
     @property
     def prefix(self) -> str:
         return f"{self.namespace}:v{KEY_SCHEMA_VERSION}:"
+
+    @property
+    def near_duplicate_prefix(self) -> str:
+        """First part of the shared near-duplicate index's keys (:mod:`seesay.cache.shared_phash`)."""
+        return f"{self.namespace}:phash:"
 
 
 @dataclass(frozen=True)
@@ -160,12 +167,17 @@ class RedisCache:
         return ok and bool(reply)
 
     async def clear(self) -> int:
-        """Delete every key under this schema's prefix; returns how many were deleted.
+        """Delete every answer under this schema's prefix, and the shared near-duplicate index.
+
+        Returns:
+            How many answers were deleted (index keys are not counted).
 
         Raises:
             SharedCacheUnavailableError: Redis did not answer within ``admin_timeout_s``.
         """
-        return await self._admin(self._unlink_all(), "clear")
+        answers = await self._admin(self._unlink_all(self.config.prefix), "clear")
+        await self._admin(self._unlink_all(self.config.near_duplicate_prefix), "clear")
+        return answers
 
     async def count(self) -> int:
         """How many answers are stored under this schema's prefix (a SCAN; for ``seesay cache stats``).
@@ -217,13 +229,13 @@ class RedisCache:
                 f"and reachable at {redacted_url(self.config.url)}"
             ) from exc
 
-    def _scan(self) -> Any:
-        return self._client.scan_iter(match=self.config.prefix + "*", count=1000)
+    def _scan(self, prefix: str) -> Any:
+        return self._client.scan_iter(match=prefix + "*", count=1000)
 
-    async def _unlink_all(self) -> int:
+    async def _unlink_all(self, prefix: str) -> int:
         deleted = 0
         batch: list[bytes] = []
-        async for name in self._scan():
+        async for name in self._scan(prefix):
             batch.append(name)
             if len(batch) >= 500:
                 deleted += await self._client.unlink(*batch)
@@ -233,7 +245,7 @@ class RedisCache:
         return deleted
 
     async def _count_keys(self) -> int:
-        return sum([1 async for _ in self._scan()])
+        return sum([1 async for _ in self._scan(self.config.prefix)])
 
     def _on_breaker_change(self, state: BreakerState) -> None:
         if state is BreakerState.OPEN:
