@@ -407,9 +407,9 @@ class Scheduler:
             self._post(submission, outcome)
 
     def _generate(self, batch: Sequence[Submission]) -> Sequence[GenerationResult | SeesayError]:
-        """One result per request, or the same error for all when the engine fails."""
+        """One result or error per request (the engine's own), or the same error for all when the engine fails."""
         try:
-            results = self.engine.generate([s.prepared for s in batch], _BatchObserver(self, batch))
+            results = self.engine.generate_rows([s.prepared for s in batch], _BatchObserver(self, batch))
             if len(results) != len(batch):
                 raise EngineFailedError(f"the engine returned {len(results)} results for {len(batch)} requests")
             return results

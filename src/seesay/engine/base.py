@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from seesay.engine.adapters import AdapterSource, LoadedAdapter
-from seesay.errors import AdapterLoadError, ModelNotFoundError
+from seesay.errors import AdapterLoadError, InvalidRequestError, ModelNotFoundError, SeesayError
 from seesay.images import PixelBudget
 from seesay.types import GenerationRequest, GenerationResult
 
@@ -111,6 +111,16 @@ class Engine(ABC):
     ) -> list[GenerationResult]:
         """Answer every prepared request in ``batch``; ``len(result) == len(batch)``."""
 
+    def generate_rows(
+        self, batch: Sequence[PreparedRequest], observer: GenerationObserver | None = None
+    ) -> list[GenerationResult | SeesayError]:
+        """Like :meth:`generate`, but a row that fails alone is its error and the others still answer.
+
+        The scheduler calls this. Engines whose rows can fail one by one (the remote engine: one
+        upstream call per row) override it; by default a failure fails the whole batch.
+        """
+        return list(self.generate(batch, observer))
+
     @abstractmethod
     def info(self) -> EngineInfo:
         """Describe the loaded model and how it runs."""
@@ -138,3 +148,21 @@ class Engine(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook, most engines hold nothing to release
         """Release the model and any resources; the engine is unusable afterwards."""
+
+
+def request_budget(server: PixelBudget, asked: PixelBudget | None) -> PixelBudget:
+    """The pixel budget a request runs under: its own, if it fits inside the server's, else an error.
+
+    Raises:
+        InvalidRequestError: ``asked`` has another factor, or more pixels than the server allows.
+    """
+    if asked is None:
+        return server
+    if asked.factor != server.factor:
+        raise InvalidRequestError(f"pixel budget factor must be {server.factor} for this model, "
+                                  f"got {asked.factor}", param="pixel_budget")
+    if asked.max_pixels > server.max_pixels:
+        raise InvalidRequestError(
+            f"max_pixels {asked.max_pixels} is above this server's limit of {server.max_pixels}; "
+            "ask for fewer pixels", param="max_pixels")
+    return asked
