@@ -225,11 +225,14 @@ class RemoteEngine(Engine):
         upstreams = [make_upstream(url, upstream_client(url, self.config, transport), breaker, clock)
                      for url in self.config.upstreams]
         pool = UpstreamPool(upstreams)
-        cards = await asyncio.gather(*(self._first_probe(u) for u in upstreams))
-        if not any(card is not None for card in cards):
+        try:
+            cards = await asyncio.gather(*(self._first_probe(u) for u in upstreams))
+            if not any(card is not None for card in cards):
+                raise ModelLoadError(f"no remote upstream can be reached: {pool.describe()}; start them or fix "
+                                     "remote_upstreams (SEESAY_REMOTE_UPSTREAMS)")
+        except BaseException:
             await asyncio.gather(*(u.client.aclose() for u in upstreams))
-            raise ModelLoadError(f"no remote upstream can be reached: {pool.describe()}; start them or fix "
-                                 "remote_upstreams (SEESAY_REMOTE_UPSTREAMS)")
+            raise
         self._health_task = asyncio.get_running_loop().create_task(self._probe_forever(pool))
         return pool, [card for card in cards if card is not None]
 
@@ -243,7 +246,6 @@ class RemoteEngine(Engine):
             upstream.mark_down(failure.error.message)
             return None
         if model not in cards:
-            await upstream.client.aclose()
             raise ModelLoadError(
                 f"upstream {upstream.url} does not serve the model '{model}' (it serves: "
                 f"{', '.join(sorted(cards)) or 'none'}); set remote_model (SEESAY_REMOTE_MODEL) to the name the "
