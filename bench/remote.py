@@ -88,7 +88,9 @@ on the same {os.cpu_count()} CPUs, 1-minute load average {os.getloadavg()[0]:.1f
 - Through B with every request a cache hit (16 clients): **{hits:.0f} requests/s** (B never calls A).
 - B's added latency is its own HTTP, intake (decoding, resizing, PNG re-encoding of the picture), safety
   and scheduler, plus one more HTTP hop; on a GPU upstream the model's time dominates and the ratio
-  falls towards 1. B's scheduler generates one batch at a time (`max_batch_size` rows, each streamed from
+  falls towards 1. A ratio below 1 is possible: through B, A receives each picture already fitted to its
+  budget (a small PNG to decode instead of the client's original), and each of B's batches reaches A at once.
+  B's scheduler generates one batch at a time (`max_batch_size` rows, each streamed from
   the upstream concurrently): raise `max_batch_size` in front of a large upstream.
 """
 

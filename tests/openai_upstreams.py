@@ -4,12 +4,14 @@ Each :class:`FakeUpstream` answers ``GET /v1/models`` and streams chat completio
 shapes (a role chunk, one chunk per word, a chunk with ``finish_reason``, a usage chunk with
 ``choices: []``, ``data: [DONE]``). Its ``mode`` decides what it does: ``"ok"``, ``"down"``
 (connection refused), ``"error"`` (``status`` with an OpenAI error object), ``"break"`` (one
-word, then the connection drops), ``"leak"`` (ignores stop strings), ``"plain"`` (a whole
-``chat.completion``, not streamed). Nothing here sleeps.
+word, then the connection drops), ``"stall"`` (sends nothing after the role chunk, forever),
+``"stall-later"`` (one word, then nothing), ``"plain"`` (a whole ``chat.completion``, not
+streamed). Every mode ignores stop strings. Nothing here sleeps.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -93,10 +95,14 @@ class FakeUpstream:
     async def _events(self, request: httpx.Request) -> AsyncIterator[bytes]:
         words = self.answer.split(" ")
         yield sse(chunk("", role="assistant"))
+        if self.mode == "stall":
+            await asyncio.Future()  # never done: only a time-out or a cancellation ends this
         for index, word in enumerate(words):
             yield sse(chunk(word if index == 0 else " " + word))
             if self.mode == "break":
                 raise httpx.ReadError("connection reset by peer", request=request)
+            if self.mode == "stall-later":
+                await asyncio.Future()
         yield sse(chunk(finish="stop"))
         yield sse(usage_chunk(40, len(words)))
         yield sse("[DONE]")

@@ -232,6 +232,29 @@ def test_a_cancelled_row_stops_reading() -> None:
         assert result.finish_reason == "cancelled" and recorder.deltas == ["one"]
 
 
+def test_no_first_text_within_the_time_limit_is_an_upstream_failure() -> None:
+    with remote(FakeUpstream("a", mode="stall"), first_token_timeout_s=0.05, max_attempts=1) as engine:
+        [outcome] = ask(engine)
+        assert isinstance(outcome, UpstreamUnavailableError)
+        assert "sent no answer text within 0.05 s (first_token_timeout_s)" in outcome.message
+        assert engine._pool.upstreams[0].breaker.consecutive_failures == 1
+
+
+def test_a_stream_that_goes_silent_fails_after_its_idle_limit() -> None:
+    with remote(FakeUpstream("a", mode="stall-later"), idle_timeout_s=0.05) as engine:
+        recorder = Recorder()
+        [outcome] = engine.generate_rows([engine.prepare(make_request())], recorder)
+        assert isinstance(outcome, UpstreamUnavailableError) and recorder.deltas == ["a"]
+        assert "went silent for 0.05 s (idle_timeout_s)" in outcome.message
+
+
+def test_a_caller_that_leaves_before_the_first_text_closes_the_stream() -> None:
+    with remote(FakeUpstream("a", mode="stall")) as engine:  # first_token_timeout_s: 120 s
+        [result] = engine.generate([engine.prepare(make_request())], Recorder(cancel_after=0))
+        assert result.finish_reason == "cancelled" and result.text == ""
+        assert engine._pool.upstreams[0].breaker.state is BreakerState.CLOSED
+
+
 def test_the_remote_engine_needs_no_torch() -> None:
     code = ("import sys, seesay.engine.registry as r, seesay.engine.remote, seesay.config; "
             "assert 'torch' not in sys.modules and 'transformers' not in sys.modules, 'heavy import'")

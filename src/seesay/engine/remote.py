@@ -68,6 +68,7 @@ T = TypeVar("T")
 # What a request that leaves temperature unset samples with, as far as seesay can know: the Qwen3-VL
 # Instruct model card's. Only whether it is above 0 matters (the cache stores only deterministic answers).
 UPSTREAM_DEFAULT_TEMPERATURE = 0.7
+CANCEL_POLL_S = 0.05  # how often a row whose stream is quiet checks whether its caller went away
 
 
 @dataclass(frozen=True)
@@ -342,7 +343,8 @@ class RemoteEngine(Engine):
         """Stream one row from ``upstream``, reporting the outcome to its breaker."""
         try:
             with upstream.track():
-                await stream_answer(upstream, _payload(prepared).body, state, self.config)
+                finished = await _unless_cancelled(stream_answer(upstream, _payload(prepared).body, state, self.config),
+                                                   state)
         except UpstreamFailure as failure:
             if failure.retry is Retry.FAILED:
                 upstream.failed(failure.error.message)
@@ -352,7 +354,10 @@ class RemoteEngine(Engine):
         except BaseException:
             upstream.breaker.record_abandoned()
             raise
-        upstream.succeeded()
+        if finished:
+            upstream.succeeded()
+        else:
+            upstream.breaker.record_abandoned()
 
     def _nobody_answered(self, tried: list[Upstream], last: UpstreamFailure | None) -> SeesayError:
         retry_after = max(1, math.ceil(self.config.cooldown_s))
@@ -364,6 +369,23 @@ class RemoteEngine(Engine):
         return UpstreamUnavailableError(
             f"no upstream could answer ({len(tried)} tried); the last failure: {last.error.message}. "
             f"Upstreams: {self._pool.describe()}", retry_after=retry_after)
+
+
+async def _unless_cancelled(work: Coroutine[Any, Any, None], state: _Row) -> bool:
+    """Run ``work`` until it ends (True) or the row's caller goes away first (False: the connection is closed,
+    which makes the upstream stop). Chunks are checked as they arrive; this also covers the wait for the first."""
+    task = asyncio.ensure_future(work)
+    try:
+        while not task.done():
+            await asyncio.wait({task}, timeout=CANCEL_POLL_S)
+            if not task.done() and state.is_cancelled():
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+                return False
+        task.result()
+        return True
+    finally:
+        task.cancel()
 
 
 def _after_text(failure: UpstreamFailure, upstream: Upstream) -> SeesayError:
