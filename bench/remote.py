@@ -90,8 +90,7 @@ on the same {os.cpu_count()} CPUs, 1-minute load average {os.getloadavg()[0]:.1f
   and scheduler, plus one more HTTP hop; on a GPU upstream the model's time dominates and the ratio
   falls towards 1. A ratio below 1 is possible: through B, A receives each picture already fitted to its
   budget (a small PNG to decode instead of the client's original), and each of B's batches reaches A at once.
-  B's scheduler generates one batch at a time (`max_batch_size` rows, each streamed from
-  the upstream concurrently): raise `max_batch_size` in front of a large upstream.
+  B streams every row of a batch at once and keeps up to `remote_concurrent_batches` (8) batches in flight.
 """
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -71,6 +72,7 @@ class FakeUpstream:
     models: tuple[str, ...] = (VLLM_MODEL,)
     bodies: list[dict[str, Any]] = field(default_factory=list)
     model_probes: int = 0
+    hold: threading.Event | None = None  # when set here, every answer waits for it before its first word
 
     @property
     def url(self) -> str:
@@ -95,6 +97,8 @@ class FakeUpstream:
     async def _events(self, request: httpx.Request) -> AsyncIterator[bytes]:
         words = self.answer.split(" ")
         yield sse(chunk("", role="assistant"))
+        if self.hold is not None:
+            await asyncio.to_thread(self.hold.wait, 30)
         if self.mode == "stall":
             await asyncio.Future()  # never done: only a time-out or a cancellation ends this
         for index, word in enumerate(words):

@@ -82,6 +82,7 @@ class Settings(BaseSettings):
     remote_cooldown_s: float = Field(10.0, ge=0, description="Seconds before a stopped upstream is probed again.")
     remote_health_interval_s: float = Field(10.0, gt=0, description="Seconds between GET /v1/models probes.")
     remote_max_connections: int = Field(256, ge=1, description="Keep-alive connections per upstream.")
+    remote_concurrent_batches: int = Field(8, ge=1, description="Batches streaming from the upstreams at once.")
 
     # LoRA adapters (see seesay.adapter_catalogue).
     lora_modules: Annotated[tuple[AdapterSource, ...], NoDecode] = Field(
@@ -240,6 +241,7 @@ class Settings(BaseSettings):
             cooldown_s=self.remote_cooldown_s,
             health_interval_s=self.remote_health_interval_s,
             max_connections=self.remote_max_connections,
+            concurrent_batches=self.remote_concurrent_batches,
         )
 
     def transformers_engine_config(self) -> TransformersEngineConfig:

@@ -6,21 +6,24 @@ on a :class:`fakes.FakeClock`; the retry back-off waits nothing. Nothing sleeps.
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import httpx
 import pytest
 
-from fakes import FakeClock, make_request
+from fakes import FakeClock, make_request, wait_until
 from openai_upstreams import VLLM_MODEL, FakeUpstream, FakeUpstreams
 from seesay.cache.breaker import BreakerConfig, BreakerState
 from seesay.engine.config import RemoteEngineConfig
 from seesay.engine.remote import RemoteEngine
 from seesay.engine.upstreams import UpstreamPool, make_upstream
 from seesay.errors import ModelLoadError, ServerBusyError, UpstreamUnavailableError
+from seesay.scheduler import Scheduler, SchedulerLimits, Submission
 from seesay.types import GenerationResult
 
 
@@ -90,6 +93,29 @@ def test_rows_of_a_batch_spread_over_the_upstreams() -> None:
         results = ask(engine, 8)
         assert all(isinstance(r, GenerationResult) and r.text == "a red shirt" for r in results)
         assert len(one.bodies) == len(two.bodies) == 4
+
+
+async def test_through_the_scheduler_a_held_upstream_gets_no_more_while_the_other_answers() -> None:
+    """An answer the slow upstream holds neither holds up the others (concurrent batches) nor draws more
+    requests to it (least outstanding): every later request goes to the fast one."""
+    slow, fast = FakeUpstream("slow", hold=threading.Event()), FakeUpstream("fast")
+    with remote(slow, fast, concurrent_batches=4) as engine:
+        sched = Scheduler(engine, SchedulerLimits(max_batch_size=1, max_wait_s=0))
+        await sched.start()
+        first = await submit(sched)  # the first tie goes to the first upstream listed
+        await wait_until(lambda: len(slow.bodies) == 1)
+        later = [await (await submit(sched)).result() for _ in range(6)]
+        assert [r.text for r in later] == ["a red shirt"] * 6 and len(slow.bodies) == 1
+        assert slow.hold is not None
+        slow.hold.set()
+        assert (await first.result()).text == "a red shirt"
+        await sched.stop()
+
+
+async def submit(sched: Scheduler) -> Submission:
+    async with sched.reserve() as place:
+        prepared = await asyncio.to_thread(sched.engine.prepare, make_request(temperature=0))
+        return place.enqueue(prepared)
 
 
 # --- retries only before the first text ---------------------------------------------------------

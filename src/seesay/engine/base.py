@@ -20,7 +20,9 @@ them. Which adapters to keep loaded is the service's choice, not the engine's.
 
 Engines are synchronous and may block for seconds: callers on an event loop run them in
 worker threads. ``prepare`` may be called from several threads at once, also while
-``generate`` runs; ``generate`` is called by one thread at a time; loading and unloading
+``generate`` runs; ``generate`` is called by one thread at a time, unless the engine's
+:attr:`Engine.concurrent_batches` allows more (an engine whose model batches continuously
+elsewhere, such as the remote engine, takes new batches while others are still generating); loading and unloading
 adapters may be called while ``generate`` runs, and the engine makes them wait for it.
 """
 
@@ -100,6 +102,9 @@ class EngineHealth:
 
 class Engine(ABC):
     """Runs a vision-language model. See the module docstring for the contract."""
+
+    concurrent_batches: int = 1
+    """How many ``generate``/``generate_rows`` calls the scheduler may run at once (from different threads)."""
 
     @abstractmethod
     def prepare(self, request: GenerationRequest) -> PreparedRequest:

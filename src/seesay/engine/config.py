@@ -105,6 +105,8 @@ class RemoteEngineConfig:
         cooldown_s: Seconds an open breaker waits before one probe request goes through.
         health_interval_s: Seconds between ``/v1/models`` probes of every upstream.
         max_connections: Keep-alive connections per upstream.
+        concurrent_batches: Batches seesay's scheduler may have in flight at once: a new batch
+            starts while earlier ones still stream, so one slow answer holds up no other.
     """
 
     upstreams: tuple[str, ...]
@@ -125,6 +127,7 @@ class RemoteEngineConfig:
     cooldown_s: float = 10.0
     health_interval_s: float = 10.0
     max_connections: int = 256
+    concurrent_batches: int = 8
 
     def __post_init__(self) -> None:
         if not self.upstreams:
@@ -140,8 +143,9 @@ class RemoteEngineConfig:
         for name, value in positive.items():
             if value <= 0:
                 raise ValueError(f"remote {name} must be above 0, got {value}")
-        if self.max_attempts < 1 or self.failure_threshold < 1 or self.max_connections < 1:
-            raise ValueError("remote max_attempts, failure_threshold and max_connections must be at least 1")
+        if min(self.max_attempts, self.failure_threshold, self.max_connections, self.concurrent_batches) < 1:
+            raise ValueError("remote max_attempts, failure_threshold, max_connections and concurrent_batches must "
+                             "be at least 1")
         if self.retry_backoff_s < 0 or self.cooldown_s < 0:
             raise ValueError("remote retry_backoff_s and cooldown_s must not be negative")
         if not 0 < self.default_max_new_tokens <= self.max_model_len:

@@ -17,7 +17,9 @@ connection, which makes the upstream stop generating it. Rows fail alone
 (:meth:`RemoteEngine.generate_rows`).
 
 Resilience (:mod:`seesay.engine.upstreams`): each row goes to the upstream with the fewest
-requests in flight whose circuit breaker allows it. A connection failure, a 5xx, a malformed
+requests in flight whose circuit breaker allows it. The scheduler may hand the engine several
+batches at once (``concurrent_batches``), so a slow answer holds up no other, and a slow upstream,
+whose requests stay in flight longer, is chosen less often. A connection failure, a 5xx, a malformed
 stream or a time-out (connect, first text, silence between chunks) counts against the upstream's
 breaker; a busy upstream (429/503) does not. Either way the row is retried on another upstream,
 after a short back-off, but only while no text of it has reached the observer; a row whose answer
@@ -140,6 +142,7 @@ class RemoteEngine(Engine):
                  clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
         self.config = config
+        self.concurrent_batches = config.concurrent_batches
         self.pixel_budget = PixelBudget(config.min_pixels or DEFAULT_MIN_PIXELS,
                                         config.max_pixels or DEFAULT_MAX_PIXELS, config.pixel_factor)
         self._sleep = sleep
