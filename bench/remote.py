@@ -88,8 +88,9 @@ on the same {os.cpu_count()} CPUs, 1-minute load average {os.getloadavg()[0]:.1f
 - Through B with every request a cache hit (16 clients): **{hits:.0f} requests/s** (B never calls A).
 - B's added latency is its own HTTP, intake (decoding, resizing, PNG re-encoding of the picture), safety
   and scheduler, plus one more HTTP hop; on a GPU upstream the model's time dominates and the ratio
-  falls towards 1. A ratio below 1 is possible: through B, A receives each picture already fitted to its
-  budget (a small PNG to decode instead of the client's original), and each of B's batches reaches A at once.
+  falls towards 1. A ratio below 1 is possible under load: B's intake (decoding and fitting every picture)
+  runs in its own process, here on the other core, and A then receives each picture already fitted to its
+  budget (128×128 here, instead of the client's 256×256 original).
   B streams every row of a batch at once and keeps up to `remote_concurrent_batches` (8) batches in flight.
 """
 
