@@ -154,7 +154,7 @@ def parse_event(line: str, upstream: str) -> StreamEvent | None:
             f"upstream {upstream} sent a stream line that is not JSON: {data[:200]!r}"), Retry.FAILED) from None
     if not isinstance(chunk, dict):
         raise UpstreamFailure(UpstreamUnavailableError(f"upstream {upstream} sent {data[:200]!r}"), Retry.FAILED)
-    if "error" in chunk or chunk.get("object") == "error":
+    if chunk.get("error") is not None or chunk.get("object") == "error":
         status = _error_fields(chunk).get("code")
         raise upstream_failure(upstream, status if isinstance(status, int) else 500, chunk)
     return _chunk_event(chunk)
@@ -181,9 +181,9 @@ def parse_completion(completion: Any, upstream: str) -> StreamEvent:
 
 
 def _chunk_event(chunk: dict[str, Any]) -> StreamEvent:
-    usage = chunk.get("usage")
+    usage = chunk.get("usage")  # the last chunk's (vLLM's continuous usage stats are cumulative)
     counts = (int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)) \
-        if isinstance(usage, dict) and chunk.get("choices") == [] else None
+        if isinstance(usage, dict) else None
     choices = chunk.get("choices") or []
     first = choices[0] if choices and isinstance(choices[0], dict) else {}
     delta = first.get("delta") or {}

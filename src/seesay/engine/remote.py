@@ -209,10 +209,6 @@ class RemoteEngine(Engine):
         """Probe every upstream now, as the periodic health check does."""
         self._call(self._probe_all())
 
-    def upstream_load(self) -> dict[str, int]:
-        """Requests sent to each upstream since start-up, by URL."""
-        return {u.url: u.served for u in self._pool.upstreams}
-
     def close(self) -> None:
         if self._loop.is_closed():
             return
