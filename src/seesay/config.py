@@ -25,13 +25,13 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 from seesay.cache import SHARED_TIERS, BreakerConfig, CacheMode, MemoryCacheConfig, NearDuplicateRule, RedisCacheConfig
 from seesay.engine.adapters import AdapterSource, parse_lora_module
-from seesay.engine.config import TransformersEngineConfig
+from seesay.engine.config import RemoteEngineConfig, TransformersEngineConfig
 from seesay.safety import SafetyConfig
 from seesay.scheduler import SchedulerLimits
 
@@ -63,6 +63,26 @@ class Settings(BaseSettings):
     max_model_len: int = 8192
     default_max_new_tokens: int = 512
     cpu_threads: int | None = Field(None, ge=1, description="torch threads on CPU; unset: one per core.")
+
+    # The remote engine (engine = "remote"; see seesay.engine.remote).
+    remote_upstreams: Annotated[tuple[str, ...], NoDecode] = Field(
+        (), description="Base URLs of OpenAI-compatible servers (vLLM, SGLang, seesay), comma-separated.")
+    remote_model: str | None = Field(None, description="The model name the upstreams serve; unset: model's.")
+    remote_api_key: SecretStr | None = Field(None, description="Bearer key sent to the upstreams.")
+    remote_pixel_factor: int = Field(32, ge=1, description="Picture sides are multiples of this: 32 for "
+                                     "Qwen3-VL, 28 for Qwen2.5-VL.")
+    remote_connect_timeout_s: float = Field(5.0, gt=0)
+    remote_first_token_timeout_s: float = Field(120.0, gt=0, description="From sending a request to its first "
+                                                "answer text.")
+    remote_idle_timeout_s: float = Field(30.0, gt=0, description="Longest silence between two streamed chunks.")
+    remote_max_attempts: int = Field(3, ge=1, description="Upstreams tried for a request before its first text.")
+    remote_retry_backoff_s: float = Field(0.05, ge=0, description="Wait before a retry; doubled for each next one.")
+    remote_failure_threshold: int = Field(3, ge=1, description="Consecutive failures that stop calls to an "
+                                          "upstream.")
+    remote_cooldown_s: float = Field(10.0, ge=0, description="Seconds before a stopped upstream is probed again.")
+    remote_health_interval_s: float = Field(10.0, gt=0, description="Seconds between GET /v1/models probes.")
+    remote_max_connections: int = Field(256, ge=1, description="Keep-alive connections per upstream.")
+    remote_concurrent_batches: int = Field(8, ge=1, description="Batches streaming from the upstreams at once.")
 
     # LoRA adapters (see seesay.adapter_catalogue).
     lora_modules: Annotated[tuple[AdapterSource, ...], NoDecode] = Field(
@@ -158,7 +178,7 @@ class Settings(BaseSettings):
             raise ValueError(f"the URL must start with one of {schemes}, e.g. redis://127.0.0.1:6379/0")
         return value
 
-    @field_validator("api_keys", "url_allowlist", mode="before")
+    @field_validator("api_keys", "url_allowlist", "remote_upstreams", mode="before")
     @classmethod
     def _split_list(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -198,8 +218,36 @@ class Settings(BaseSettings):
             raise ValueError(f"engine settings: {exc}") from exc
         return self
 
-    def engine_config(self) -> TransformersEngineConfig:
-        """The engine part of these settings."""
+    def engine_config(self) -> TransformersEngineConfig | RemoteEngineConfig:
+        """The engine part of these settings: the config of the engine ``engine`` names."""
+        if self.engine == "remote":
+            return self.remote_engine_config()
+        return self.transformers_engine_config()
+
+    def remote_engine_config(self) -> RemoteEngineConfig:
+        return RemoteEngineConfig(
+            upstreams=self.remote_upstreams,
+            model=self.model,
+            upstream_model=self.remote_model,
+            api_key=self.remote_api_key.get_secret_value() if self.remote_api_key else None,
+            min_pixels=self.min_pixels,
+            max_pixels=self.max_pixels,
+            pixel_factor=self.remote_pixel_factor,
+            max_model_len=self.max_model_len,
+            default_max_new_tokens=self.default_max_new_tokens,
+            connect_timeout_s=self.remote_connect_timeout_s,
+            first_token_timeout_s=self.remote_first_token_timeout_s,
+            idle_timeout_s=self.remote_idle_timeout_s,
+            max_attempts=self.remote_max_attempts,
+            retry_backoff_s=self.remote_retry_backoff_s,
+            failure_threshold=self.remote_failure_threshold,
+            cooldown_s=self.remote_cooldown_s,
+            health_interval_s=self.remote_health_interval_s,
+            max_connections=self.remote_max_connections,
+            concurrent_batches=self.remote_concurrent_batches,
+        )
+
+    def transformers_engine_config(self) -> TransformersEngineConfig:
         return TransformersEngineConfig(
             model=self.model,
             revision=self.revision,

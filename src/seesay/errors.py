@@ -117,6 +117,10 @@ class ShuttingDownError(ServerBusyError):
     """The server is draining before it exits."""
 
 
+class UpstreamUnavailableError(ServerBusyError):
+    """No upstream of the remote engine could answer (down, failing or timing out); the message names them."""
+
+
 # --- the server's own parts ----------------------------------------------------------------
 
 
@@ -170,6 +174,7 @@ WIRE_FORMS: dict[type[SeesayError], WireForm] = {
     RateLimitedError: WireForm(429, "rate_limit_exceeded", _RATE),
     QueueTimeoutError: WireForm(503, "queue_timeout", _SERVER),
     ShuttingDownError: WireForm(503, "shutting_down", _SERVER),
+    UpstreamUnavailableError: WireForm(503, "upstream_unavailable", _SERVER),
     EngineFailedError: WireForm(500, "engine_error", _SERVER),
     ModelLoadError: WireForm(500, "model_load_error", _SERVER),
     SafetyConfigError: WireForm(500, "safety_config_error", _SERVER),

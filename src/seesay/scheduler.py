@@ -9,8 +9,9 @@ Contract:
   caller with this scheduler's engine (a bad request fails alone, to its own caller, before
   it is queued).
 * One dedicated thread draws batches with the batcher (:func:`seesay.batching.collect_batch`,
-  a plain function over a ``queue.Queue``) and runs ``engine.generate`` on them, one batch at
-  a time, off the event loop; text deltas and results reach each caller's
+  a plain function over a ``queue.Queue``) and runs ``engine.generate_rows`` on them, one batch
+  at a time (or up to the engine's ``concurrent_batches`` at once, from a thread pool), off the
+  event loop; text deltas and results reach each caller's
   :class:`Submission` through ``loop.call_soon_threadsafe``.
 * A request still waiting after ``queue_timeout_s`` fails with
   :class:`~seesay.errors.QueueTimeoutError` (503). :meth:`Submission.cancel` (the client went
@@ -34,6 +35,7 @@ import queue
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Hashable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -250,7 +252,11 @@ class Scheduler:
         self._lock = threading.Lock()
         self._waiting = 0  # admitted, not started: reserved (being decoded or prepared) or queued
         self._reserved = 0
-        self._current: Sequence[Submission] = ()
+        self._current: list[Submission] = []  # in the batches being generated
+        # An engine that takes several generate calls at once (the remote engine) gets them from a pool.
+        self._slots = threading.Semaphore(engine.concurrent_batches)
+        self._pool = ThreadPoolExecutor(engine.concurrent_batches, thread_name_prefix="seesay-batch") \
+            if engine.concurrent_batches > 1 else None
         self._last_batch_size = 0
         self._batch_seconds = 1.0  # moving average, for Retry-After
         self._accepting = False
@@ -265,7 +271,7 @@ class Scheduler:
 
     @property
     def running(self) -> int:
-        """Requests in the batch being generated now."""
+        """Requests in the batches being generated now."""
         return len(self._current)
 
     @property
@@ -296,7 +302,7 @@ class Scheduler:
         while (self._waiting or self._current) and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
         self._stop.set()
-        for submission in self._current:  # drain time is up: stop generating
+        for submission in list(self._current):  # drain time is up: stop generating
             submission.aborted = submission.cancelled = True
         self._queue.put(None)
         if self._thread is not None:
@@ -376,10 +382,30 @@ class Scheduler:
             if self._stop.is_set():
                 deferred.extend(draw.batch)
                 break
+            if draw.batch and self._pool is not None:
+                self._slots.acquire()  # the batch leaves the queue only when it can run
             batch = [s for s in draw.batch if self._leave_waiting(s, _State.RUNNING)]
             if batch:
-                self._run_batch(batch)
+                self._start_batch(batch)
+            elif draw.batch and self._pool is not None:
+                self._slots.release()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
         self._fail_leftovers(deferred)
+
+    def _start_batch(self, batch: Sequence[Submission]) -> None:
+        """Run ``batch`` here, or in the pool (holding the slot ``_work`` took for it)."""
+        if self._pool is None:
+            self._run_batch(batch)
+            return
+
+        def run() -> None:
+            try:
+                self._run_batch(batch)
+            finally:
+                self._slots.release()
+
+        self._pool.submit(run)
 
     def _expect_company(self) -> bool:
         """Whether a request that just joined an empty batch may soon have company: others are
@@ -391,7 +417,8 @@ class Scheduler:
         started = time.monotonic()
         for submission in batch:
             submission.started_at = started
-        self._current = batch
+        with self._lock:
+            self._current.extend(batch)
         self._last_batch_size = len(batch)
         if self._observer is not None:
             self._observer.observe_batch(len(batch))
@@ -400,16 +427,16 @@ class Scheduler:
         with self._lock:  # done before anyone hears of it, so a late cancel() is a no-op
             for submission in batch:
                 submission._state = _State.DONE
-        self._current = ()
+                self._current.remove(submission)
         for submission in batch:
             submission._settle()
         for submission, outcome in zip(batch, outcomes, strict=True):
             self._post(submission, outcome)
 
     def _generate(self, batch: Sequence[Submission]) -> Sequence[GenerationResult | SeesayError]:
-        """One result per request, or the same error for all when the engine fails."""
+        """One result or error per request (the engine's own), or the same error for all when the engine fails."""
         try:
-            results = self.engine.generate([s.prepared for s in batch], _BatchObserver(self, batch))
+            results = self.engine.generate_rows([s.prepared for s in batch], _BatchObserver(self, batch))
             if len(results) != len(batch):
                 raise EngineFailedError(f"the engine returned {len(results)} results for {len(batch)} requests")
             return results

@@ -43,15 +43,6 @@ from seesay.config import Settings, load_settings
 ROOT = Path(__file__).parents[2]
 KUBERNETES_VERSION = "1.33.0"
 
-# Settings the files use that seesay does not have yet: the remote engine is being written on
-# another branch (engine "remote" in front of vLLM/SGLang). When it lands, its real field names
-# must be these, or the files and this list change with it; a name that has become a real field
-# must leave this list (the last test says so).
-PENDING_SETTINGS = {
-    "remote_upstreams",  # OpenAI-compatible base URLs of the vLLM/SGLang servers
-    "remote_model",  # the model name the upstreams serve
-    "remote_api_key",  # the bearer key the upstreams require
-}
 # uvicorn waits up to drain_timeout_s for open requests, then the app's lifespan drains the
 # scheduler for up to drain_timeout_s more (seesay.api.commands, seesay.service).
 DRAIN_PHASES = 2
@@ -132,7 +123,7 @@ def test_every_seesay_variable_names_a_setting_and_its_value_parses(monkeypatch:
         for variable in set(env) | k8s_env:
             assert variable.startswith("SEESAY_"), f"{where}: {variable} is not a seesay setting"
             name = variable.removeprefix("SEESAY_").lower()
-            assert name in fields | PENDING_SETTINGS, f"{where}: {variable} names no field of seesay.config.Settings"
+            assert name in fields, f"{where}: {variable} names no field of seesay.config.Settings"
         # Every value seesay already knows parses; the keys file exists only inside the container.
         for variable in [v for v in os.environ if v.startswith("SEESAY_")]:
             monkeypatch.delenv(variable)
@@ -216,11 +207,6 @@ def test_the_image_installs_the_serve_extra_and_serves_on_all_interfaces() -> No
     assert installs == [["pip", "install", ".[serve]"]], "the serve extra alone: no torch in this image"
     assert '"seesay", "serve", "--host", "0.0.0.0"' in text
     assert compose()["services"]["seesay"]["build"] == {"context": "..", "dockerfile": "deploy/Dockerfile"}
-
-
-def test_pending_settings_are_still_pending() -> None:
-    landed = PENDING_SETTINGS & set(Settings.model_fields)
-    assert not landed, f"{sorted(landed)} are settings now: remove them from PENDING_SETTINGS"
 
 
 def test_readme_points_at_files_that_exist() -> None:

@@ -230,6 +230,24 @@ async def test_without_stream_only_the_result_is_delivered() -> None:
     assert events[0].text == "0 image(s): quiet please" and submission.first_text_at is not None
 
 
+async def test_an_engine_that_takes_concurrent_batches_gets_a_new_one_while_one_is_held() -> None:
+    engine = FakeEngine()
+    engine.concurrent_batches = 2
+    engine.gate.clear()
+    sched = scheduler(engine, max_batch_size=1)
+    await sched.start()
+    first = await submit(sched, make_request("first"))
+    second = await submit(sched, make_request("second"))
+    await wait_until(lambda: len(engine.batches) == 2)  # both held at the gate at once
+    third = await submit(sched, make_request("third"))
+    assert sched.running == 2 and sched.queue_depth == 1  # no third slot: it waits its turn
+    engine.gate.set()
+    results = [await s.result() for s in (first, second, third)]
+    await sched.stop()
+    assert [r.text for r in results] == ["0 image(s): first", "0 image(s): second", "0 image(s): third"]
+    assert sched.running == 0 and sched.queue_depth == 0
+
+
 async def test_requests_arriving_while_the_engine_is_busy_share_the_next_batch() -> None:
     engine = FakeEngine()
     engine.gate.clear()

@@ -20,7 +20,9 @@ them. Which adapters to keep loaded is the service's choice, not the engine's.
 
 Engines are synchronous and may block for seconds: callers on an event loop run them in
 worker threads. ``prepare`` may be called from several threads at once, also while
-``generate`` runs; ``generate`` is called by one thread at a time; loading and unloading
+``generate`` runs; ``generate`` is called by one thread at a time, unless the engine's
+:attr:`Engine.concurrent_batches` allows more (an engine whose model batches continuously
+elsewhere, such as the remote engine, takes new batches while others are still generating); loading and unloading
 adapters may be called while ``generate`` runs, and the engine makes them wait for it.
 """
 
@@ -32,7 +34,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from seesay.engine.adapters import AdapterSource, LoadedAdapter
-from seesay.errors import AdapterLoadError, ModelNotFoundError
+from seesay.errors import AdapterLoadError, InvalidRequestError, ModelNotFoundError, SeesayError
 from seesay.images import PixelBudget
 from seesay.types import GenerationRequest, GenerationResult
 
@@ -101,6 +103,9 @@ class EngineHealth:
 class Engine(ABC):
     """Runs a vision-language model. See the module docstring for the contract."""
 
+    concurrent_batches: int = 1
+    """How many ``generate``/``generate_rows`` calls the scheduler may run at once (from different threads)."""
+
     @abstractmethod
     def prepare(self, request: GenerationRequest) -> PreparedRequest:
         """Validate and preprocess one request; raise ``SeesayError`` if it cannot run."""
@@ -110,6 +115,16 @@ class Engine(ABC):
         self, batch: Sequence[PreparedRequest], observer: GenerationObserver | None = None
     ) -> list[GenerationResult]:
         """Answer every prepared request in ``batch``; ``len(result) == len(batch)``."""
+
+    def generate_rows(
+        self, batch: Sequence[PreparedRequest], observer: GenerationObserver | None = None
+    ) -> list[GenerationResult | SeesayError]:
+        """Like :meth:`generate`, but a row that fails alone is its error and the others still answer.
+
+        The scheduler calls this. Engines whose rows can fail one by one (the remote engine: one
+        upstream call per row) override it; by default a failure fails the whole batch.
+        """
+        return list(self.generate(batch, observer))
 
     @abstractmethod
     def info(self) -> EngineInfo:
@@ -138,3 +153,21 @@ class Engine(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook, most engines hold nothing to release
         """Release the model and any resources; the engine is unusable afterwards."""
+
+
+def request_budget(server: PixelBudget, asked: PixelBudget | None) -> PixelBudget:
+    """The pixel budget a request runs under: its own, if it fits inside the server's, else an error.
+
+    Raises:
+        InvalidRequestError: ``asked`` has another factor, or more pixels than the server allows.
+    """
+    if asked is None:
+        return server
+    if asked.factor != server.factor:
+        raise InvalidRequestError(f"pixel budget factor must be {server.factor} for this model, "
+                                  f"got {asked.factor}", param="pixel_budget")
+    if asked.max_pixels > server.max_pixels:
+        raise InvalidRequestError(
+            f"max_pixels {asked.max_pixels} is above this server's limit of {server.max_pixels}; "
+            "ask for fewer pixels", param="max_pixels")
+    return asked

@@ -18,6 +18,7 @@ import torch
 from transformers import StoppingCriteria
 
 from seesay.engine.base import GenerationObserver
+from seesay.engine.stops import pending_stop_prefix, stop_index
 from seesay.types import FinishReason
 
 _INCOMPLETE = "\ufffd"  # what byte-level BPE decodes half a UTF-8 character to
@@ -63,18 +64,10 @@ class AnswerText:
         return delta
 
     def _stop_index(self, text: str) -> int | None:
-        hits = [i for i in (text.find(s, max(0, self.emitted - len(s))) for s in self.stop) if i >= 0]
-        return min(hits) if hits else None
+        return stop_index(text, self.stop, self.emitted)
 
     def _pending_stop_prefix(self, text: str) -> int:
-        """Length of the longest tail of ``text`` that is a proper prefix of a stop string."""
-        longest = 0
-        for s in self.stop:
-            for n in range(min(len(s) - 1, len(text)), longest, -1):
-                if text.endswith(s[:n]):
-                    longest = n
-                    break
-        return longest
+        return pending_stop_prefix(text, self.stop)
 
 
 @dataclass

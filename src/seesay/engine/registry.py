@@ -16,7 +16,7 @@ EngineFactory = Callable[[Any], Engine]
 
 _FACTORIES: dict[str, EngineFactory] = {}
 # Engine name → module that registers it on import (keeps torch out until it is needed).
-_MODULES = {"transformers": "seesay.engine.transformers"}
+_MODULES = {"transformers": "seesay.engine.transformers", "remote": "seesay.engine.remote"}
 
 
 def register_engine(name: str) -> Callable[[EngineFactory], EngineFactory]:

@@ -33,7 +33,7 @@ from transformers import AutoModelForImageTextToText, GenerationConfig
 from transformers.utils import cached_file
 
 from seesay.engine.adapters import AdapterSource, LoadedAdapter
-from seesay.engine.base import Engine, EngineInfo, GenerationObserver, PreparedRequest
+from seesay.engine.base import Engine, EngineInfo, GenerationObserver, PreparedRequest, request_budget
 from seesay.engine.config import TransformersEngineConfig
 from seesay.engine.decoding import AnswerText, BatchStopper, RowState
 from seesay.engine.device import DevicePlan, plan_device
@@ -105,7 +105,7 @@ class TransformersEngine(Engine):
         if request.adapter is not None and request.adapter not in self.adapters:
             raise ModelNotFoundError(f"the LoRA adapter '{request.adapter}' is not loaded", param="model")
         sampling = resolve_sampling(request.sampling, self.sampling_defaults)
-        budget = self._request_budget(request.pixel_budget)
+        budget = request_budget(self.pixel_budget, request.pixel_budget)
         tensors = self._process(request.messages, budget)
         prompt_tokens = int(tensors["input_ids"].shape[1])
         image_tokens = int((tensors["input_ids"] == self.image_token_id).sum())
@@ -192,18 +192,6 @@ class TransformersEngine(Engine):
 
     def _pixel_budget(self) -> PixelBudget:
         return processor_pixel_budget(self.processor, self.config.min_pixels, self.config.max_pixels)
-
-    def _request_budget(self, budget: PixelBudget | None) -> PixelBudget:
-        if budget is None:
-            return self.pixel_budget
-        if budget.factor != self.pixel_budget.factor:
-            raise InvalidRequestError(f"pixel budget factor must be {self.pixel_budget.factor} for this model, "
-                                      f"got {budget.factor}", param="pixel_budget")
-        if budget.max_pixels > self.pixel_budget.max_pixels:
-            raise InvalidRequestError(
-                f"max_pixels {budget.max_pixels} is above this server's limit of {self.pixel_budget.max_pixels}; "
-                "ask for fewer pixels", param="max_pixels")
-        return budget
 
     def _process(self, messages: Sequence[ChatMessage], budget: PixelBudget) -> dict[str, torch.Tensor]:
         if not messages:
