@@ -73,6 +73,7 @@ class FakeUpstream:
     bodies: list[dict[str, Any]] = field(default_factory=list)
     model_probes: int = 0
     hold: threading.Event | None = None  # when set here, every answer waits for it before its first word
+    roots: dict[str, str] = field(default_factory=dict)  # where a model is served from (default /models/<id>)
 
     @property
     def url(self) -> str:
@@ -83,9 +84,9 @@ class FakeUpstream:
             raise httpx.ConnectError("connection refused", request=request)
         if request.url.path == "/v1/models":
             self.model_probes += 1
-            return httpx.Response(200, json={"object": "list", "data": [
-                {"id": m, "object": "model", "created": 1, "owned_by": "vllm", "root": f"/models/{m}",
-                 "max_model_len": 8192} for m in self.models]})
+            cards = [{"id": m, "object": "model", "created": 1, "owned_by": "vllm",
+                      "root": self.roots.get(m, f"/models/{m}"), "max_model_len": 8192} for m in self.models]
+            return httpx.Response(200, json={"object": "list", "data": cards})
         body = json.loads(request.content)
         self.bodies.append(body)
         if self.mode == "error":

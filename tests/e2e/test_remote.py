@@ -27,10 +27,12 @@ AUTH = {"Authorization": f"Bearer {KEY}"}
 
 
 @pytest.fixture(scope="module")
-def upstream(model_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def upstream(model_path: Path, lora_adapters: dict[str, Path],
+             tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     log = tmp_path_factory.mktemp("remote") / "a.log"
     with running_server(model_path, log, max_batch_size=8, max_wait_ms=5, cpu_threads=1,
-                        safety_image_detector="off", cache_memory_entries=0) as process:
+                        safety_image_detector="off", cache_memory_entries=0,
+                        lora_modules=f"shop-lora={lora_adapters['shop']}") as process:
         yield process
 
 
@@ -39,7 +41,8 @@ def front(model_path: Path, upstream: ServerProcess, tmp_path_factory: pytest.Te
           ) -> Iterator[ServerProcess]:
     log = tmp_path_factory.mktemp("remote") / "b.log"
     with running_server(model_path, log, engine="remote", remote_upstreams=upstream.base_url, api_keys=KEY,
-                        safety_image_detector="off", max_batch_size=16, **DEMO_PIXELS) as process:
+                        safety_image_detector="off", max_batch_size=16, lora_modules="shop=shop-lora",
+                        **DEMO_PIXELS) as process:
         yield process
 
 
@@ -77,6 +80,20 @@ def test_greedy_answers_through_b_equal_as_with_as_usage(upstream: ServerProcess
         text, usage = streamed(front, body(front, index, seesay={"cache": False}))
         assert text == direct.json()["choices"][0]["message"]["content"]
         assert usage == direct.json()["usage"]
+
+
+def test_an_adapter_of_b_is_the_upstreams_lora_model(upstream: ServerProcess, front: ServerProcess) -> None:
+    """B serves A's adapter ``shop-lora`` as its own model ``shop``, and answers as A does with it."""
+    listed = httpx.get(f"{front.base_url}/v1/models", headers=AUTH).json()["data"]
+    assert [card["id"] for card in listed] == [front.model_name, "shop"]
+    direct = post(upstream, {**body(upstream, 0, seesay={"cache": False}), "model": "shop-lora"})
+    through = post(front, {**body(front, 0, seesay={"cache": False}), "model": "shop"}, headers=AUTH)
+    base = post(front, body(front, 0, seesay={"cache": False}), headers=AUTH)
+    assert direct.status_code == through.status_code == base.status_code == 200, through.text
+    answer = through.json()["choices"][0]["message"]["content"]
+    assert answer == direct.json()["choices"][0]["message"]["content"]
+    assert answer != base.json()["choices"][0]["message"]["content"]
+    assert through.json()["model"] == "shop"
 
 
 def test_b_answers_a_repeat_from_its_cache(upstream: ServerProcess, front: ServerProcess) -> None:

@@ -19,10 +19,17 @@ import pytest
 from fakes import FakeClock, make_request, wait_until
 from openai_upstreams import VLLM_MODEL, FakeUpstream, FakeUpstreams
 from seesay.cache.breaker import BreakerConfig, BreakerState
+from seesay.engine.adapters import AdapterSource
 from seesay.engine.config import RemoteEngineConfig
 from seesay.engine.remote import RemoteEngine
 from seesay.engine.upstreams import UpstreamPool, make_upstream
-from seesay.errors import ModelLoadError, ServerBusyError, UpstreamUnavailableError
+from seesay.errors import (
+    AdapterLoadError,
+    ModelLoadError,
+    ModelNotFoundError,
+    ServerBusyError,
+    UpstreamUnavailableError,
+)
 from seesay.scheduler import Scheduler, SchedulerLimits, Submission
 from seesay.types import GenerationResult
 
@@ -285,3 +292,43 @@ def test_the_remote_engine_needs_no_torch() -> None:
     code = ("import sys, seesay.cli, seesay.api.app, seesay.engine.remote, seesay.config; "
             "assert 'torch' not in sys.modules and 'transformers' not in sys.modules, 'heavy import'")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# --- LoRA adapters served by the upstreams ----------------------------------------------------
+
+
+def test_an_adapter_is_the_upstreams_lora_model_and_requests_name_it() -> None:
+    first = FakeUpstream("u0", models=(VLLM_MODEL, "shop-lora"))
+    second = FakeUpstream("u1", models=(VLLM_MODEL, "shop-lora"))
+    with remote(first, second) as engine:
+        loaded = engine.load_adapter(AdapterSource("shop", "shop-lora"))
+        rows = [engine.prepare(make_request(temperature=0, adapter=adapter)) for adapter in ("shop", None)]
+        assert all(isinstance(r, GenerationResult) for r in engine.generate_rows(rows))
+        sent = sorted(body["model"] for body in first.bodies + second.bodies)
+        assert sent == sorted(["shop-lora", VLLM_MODEL])
+        with pytest.raises(AdapterLoadError, match="already loaded"):
+            engine.load_adapter(AdapterSource("shop", "shop-lora"))
+        engine.unload_adapter("shop")
+        with pytest.raises(ModelNotFoundError, match="'shop' is not loaded"):
+            engine.prepare(make_request(adapter="shop"))
+        with pytest.raises(ModelNotFoundError, match="cannot be found"):
+            engine.unload_adapter("shop")
+    assert loaded.path == "shop-lora" and len(loaded.fingerprint) == 64
+
+
+def test_an_adapter_some_upstream_does_not_serve_is_refused_naming_it() -> None:
+    refused = pytest.raises(AdapterLoadError, match=r"http://u1:8000 do not serve the LoRA adapter 'shop-lora'")
+    with remote(FakeUpstream("u0", models=(VLLM_MODEL, "shop-lora")), FakeUpstream("u1")) as engine, refused:
+        engine.load_adapter(AdapterSource("shop", "shop-lora"))
+
+
+def test_the_fingerprint_follows_where_the_upstream_serves_the_adapter_from() -> None:
+    fingerprints = []
+    for models in ((VLLM_MODEL, "shop-lora"), (VLLM_MODEL, "shop-lora", "other")):
+        with remote(FakeUpstream("u0", models=models)) as engine:
+            fingerprints.append(engine.load_adapter(AdapterSource("shop", "shop-lora")).fingerprint)
+    assert fingerprints[0] == fingerprints[1]  # the same card, whatever else the upstream serves
+    moved = FakeUpstream("u0", models=(VLLM_MODEL, "shop-lora"))
+    moved.roots = {"shop-lora": "/adapters/shop-v2"}
+    with remote(moved) as engine:
+        assert engine.load_adapter(AdapterSource("shop", "shop-lora")).fingerprint != fingerprints[0]

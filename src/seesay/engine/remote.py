@@ -26,6 +26,12 @@ after a short back-off, but only while no text of it has reached the observer; a
 had begun fails with a 503 that names the upstream. A request the upstream refuses (4xx) is never
 retried. When no upstream can take a row the caller gets a 503 that lists each upstream's state.
 
+LoRA adapters are the upstreams' (vLLM serves each as a model id, ``--lora-modules NAME=PATH``):
+:meth:`RemoteEngine.load_adapter` serves the upstream model ``source.path`` under the name
+``source.name`` once every reachable upstream lists it, and a request for that name is sent with
+the upstream's model id. Its fingerprint is taken from the upstream's model card (id, root,
+parent), so an adapter served from another path upstream never replays old answers.
+
 Start-up asks every upstream's ``/v1/models``: an upstream that answers without the configured
 model fails start-up (a misconfiguration); one that cannot be reached starts with its breaker
 open, unless none can be reached, which fails start-up. A background task probes every upstream
@@ -36,6 +42,8 @@ breaker is closed.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import logging
 import math
 import threading
@@ -45,6 +53,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from seesay.cache.breaker import BreakerConfig
+from seesay.engine.adapters import AdapterSource, LoadedAdapter
 from seesay.engine.base import Engine, EngineHealth, EngineInfo, GenerationObserver, PreparedRequest, request_budget
 from seesay.engine.config import RemoteEngineConfig
 from seesay.engine.fingerprint import engine_fingerprint
@@ -54,6 +63,7 @@ from seesay.engine.remote_calls import list_models, stream_answer, upstream_clie
 from seesay.engine.stops import StopText
 from seesay.engine.upstreams import Upstream, UpstreamPool, make_upstream
 from seesay.errors import (
+    AdapterLoadError,
     ContextLengthExceededError,
     InvalidRequestError,
     ModelLoadError,
@@ -156,21 +166,19 @@ class RemoteEngine(Engine):
             self._stop_loop()
             raise
         self._fingerprint = self._make_fingerprint(cards)
+        self._adapters: dict[str, LoadedAdapter] = {}
 
     # -- Engine API -------------------------------------------------------------------------
 
     def prepare(self, request: GenerationRequest) -> PreparedRequest:
         started = time.perf_counter()
-        if request.adapter is not None:
-            raise ModelNotFoundError(f"the remote engine serves no LoRA adapter '{request.adapter}'; serve the "
-                                     "adapter on the upstream (vLLM --lora-modules) and name it in remote_model",
-                                     param="model")
+        model = self._upstream_model(request.adapter)
         if not request.messages:
             raise InvalidRequestError("messages must not be empty", param="messages")
         budget = request_budget(self.pixel_budget, request.pixel_budget)
         image_tokens = sum(budget.image_tokens(*picture.size) for picture in request.images)
         max_tokens = self._max_tokens(request, image_tokens)
-        body = chat_body(request, self.config.served_upstream_model, max_tokens)
+        body = chat_body(request, model, max_tokens)
         return PreparedRequest(request, image_tokens, image_tokens, max_tokens, time.perf_counter() - started,
                                RemoteRequest(body))
 
@@ -186,6 +194,26 @@ class RemoteEngine(Engine):
     def generate_rows(self, batch: Sequence[PreparedRequest],
                       observer: GenerationObserver | None = None) -> list[GenerationResult | SeesayError]:
         return self._call(self._answer_all(batch, observer))
+
+    def load_adapter(self, source: AdapterSource) -> LoadedAdapter:
+        """Serve the upstreams' LoRA model ``source.path`` as ``source.name`` (see the module docstring).
+
+        Raises:
+            AdapterLoadError: It is already loaded, or a reachable upstream does not serve it.
+        """
+        if source.name in self._adapters:
+            raise AdapterLoadError(f"the LoRA adapter '{source.name}' is already loaded", param="lora_name")
+        card = self._call(self._adapter_card(source.path))
+        identity = {key: card.get(key) for key in ("id", "root", "parent")}
+        fingerprint = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+        loaded = LoadedAdapter(source.name, source.path, fingerprint, card.get("parent"))
+        self._adapters[source.name] = loaded
+        return loaded
+
+    def unload_adapter(self, name: str) -> None:
+        if self._adapters.pop(name, None) is None:
+            raise ModelNotFoundError(f"the LoRA adapter '{name}' cannot be found; loaded: "
+                                     f"{', '.join(self._adapters) or 'none'}", param="lora_name")
 
     def info(self) -> EngineInfo:
         return EngineInfo(
@@ -296,6 +324,32 @@ class RemoteEngine(Engine):
         defaults = {"default_max_new_tokens": self.config.default_max_new_tokens,
                     "max_model_len": self.config.max_model_len, "pixel_budget": str(self.pixel_budget)}
         return engine_fingerprint(self.config.model_name, weights, defaults)
+
+    async def _adapter_card(self, upstream_name: str) -> dict[str, Any]:
+        """The model card every reachable upstream gives for ``upstream_name``."""
+        timeout = self.config.connect_timeout_s + self.config.idle_timeout_s
+        upstreams = self._pool.upstreams
+        listed = await asyncio.gather(*(list_models(u, timeout) for u in upstreams), return_exceptions=True)
+        reached = [(u, cards) for u, cards in zip(upstreams, listed, strict=True) if isinstance(cards, dict)]
+        if not reached:
+            raise AdapterLoadError(f"no upstream can be reached to check that it serves the LoRA adapter "
+                                   f"'{upstream_name}': {self._pool.describe()}", param="lora_path")
+        missing = [u.url for u, cards in reached if upstream_name not in cards]
+        if missing:
+            raise AdapterLoadError(
+                f"upstream(s) {', '.join(missing)} do not serve the LoRA adapter '{upstream_name}'; start them with "
+                f"it (vLLM: --lora-modules {upstream_name}=PATH, or its /v1/load_lora_adapter), then load it here "
+                "under the upstream's name as path", param="lora_path")
+        return reached[0][1][upstream_name]
+
+    def _upstream_model(self, adapter: str | None) -> str:
+        """The upstream model id a request names: the served model's, or its adapter's."""
+        if adapter is None:
+            return self.config.served_upstream_model
+        loaded = self._adapters.get(adapter)
+        if loaded is None:
+            raise ModelNotFoundError(f"the LoRA adapter '{adapter}' is not loaded", param="model")
+        return loaded.path
 
     # -- answering ----------------------------------------------------------------------------
 
