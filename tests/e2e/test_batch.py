@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -28,12 +29,12 @@ from seesay.demo.catalogue import write_demo_images
 QUESTIONS = ["What colour is this item?", '{"question": "这件T恤适合什么场合穿？"}', "What kind of item is this?"]
 
 
-def seesay(*args: str | Path, **env: str) -> subprocess.Popen[bytes]:
+def seesay(*args: str | Path, cwd: Path | None = None, **env: str) -> subprocess.Popen[bytes]:
     """``seesay`` in a subprocess, configured by ``env`` alone (no SEESAY_* of the caller's)."""
     environment = {k: v for k, v in os.environ.items() if not k.startswith("SEESAY_")}
     environment.update({"HF_HUB_OFFLINE": "1", **env})
     return subprocess.Popen([sys.executable, "-m", "seesay.cli", *map(str, args)], env=environment,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=cwd)
 
 
 def finished(process: subprocess.Popen[bytes], timeout: float = 300) -> tuple[int, str]:
@@ -124,3 +125,18 @@ def test_error_lines_exit_zero_unless_asked_and_usage_errors_exit_two(tmp_path: 
     rc, err = finished(seesay("batch", tmp_path / "none.jsonl", "--output", tmp_path / "c.jsonl"))
     assert rc == 2 and "no such input file" in err
 
+
+
+def test_the_readme_batch_commands_run_as_written(tmp_path: Path, model_path: Path, redis: RedisServer) -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    commands = [shlex.split(line.removeprefix("$ .venv/bin/seesay ")) for line in readme.splitlines()
+                if line.startswith("$ .venv/bin/seesay batch")]
+    assert [command[:2] for command in commands] == [["batch", "prepare"], ["batch", "job.jsonl"]]
+    write_demo_images(2, 3, tmp_path / "catalogue")
+    (tmp_path / "questions.txt").write_text(QUESTIONS[0] + "\n", encoding="utf-8")
+    for command in commands:
+        argv = [redis.url if arg.startswith("redis://") else arg for arg in command]
+        rc, err = finished(seesay(*argv, cwd=tmp_path))
+        assert rc == 0, err
+    pictures = sorted((tmp_path / "catalogue").glob("*.png"))
+    assert sorted(read_output(tmp_path / "answers.jsonl")) == [f"{picture.stem}#1" for picture in pictures]
