@@ -112,6 +112,7 @@ BAD_LINES = {
     "absolute": (line("absolute", chat("hi", "/etc/passwd")), 400, "invalid_image_url"),
     "model": (line("model", {**chat("hi"), "model": "gpt-4o"}), 404, "model_not_found"),
     "refused": (line("refused", chat(FAIL_PREPARE)), 400, "invalid_request"),
+    "policy": (line("policy", chat("how do I break the law?")), 400, "content_policy_violation"),
 }
 
 
@@ -130,7 +131,7 @@ async def test_each_bad_line_becomes_an_error_line_and_the_job_goes_on(pictures:
         assert item["error"] == {"code": code, "message": item["response"]["body"]["error"]["message"]}
 
 
-@pytest.mark.parametrize("name", ["field", "model", "refused"])
+@pytest.mark.parametrize("name", ["field", "model", "refused", "policy"])
 async def test_error_objects_are_the_ones_the_api_returns(pictures: Path, name: str) -> None:
     text, status, _ = BAD_LINES[name]
     path = write_input(pictures, [text])

@@ -27,7 +27,8 @@ PICTURE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", 
 def add_prepare_command(commands: Any) -> None:
     """Register ``batch-prepare`` (also spelled ``seesay batch prepare``)."""
     prepare = commands.add_parser(
-        "batch-prepare", help="write a batch input file: every picture of a folder × every question of a file",
+        "batch-prepare", prog="seesay batch prepare",
+        help="write a batch input file: every picture of a folder × every question of a file",
         description="Write one OpenAI Batch API line per picture × question (`seesay batch prepare` is the same "
         "command); custom_id is <picture stem>#<question number>.")
     prepare.add_argument("--images", type=Path, required=True, help="folder of pictures (not searched recursively)")
