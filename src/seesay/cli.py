@@ -172,7 +172,7 @@ def run_ask(args: argparse.Namespace) -> int:
     from seesay.safety import SafetyGate
     from seesay.types import Question, SamplingParams, Turn
 
-    settings, adapter = _with_adapter(settings_from_args(args), args.adapter)
+    settings, adapter = with_adapter(settings_from_args(args), args.adapter)
     with closing(SafetyGate.from_config(settings.safety_config())) as gate:  # before the model: fails closed
         engine = engine_from_args(args, settings)
         sampling = SamplingParams(
@@ -188,8 +188,8 @@ def run_ask(args: argparse.Namespace) -> int:
     return 0
 
 
-def _with_adapter(settings: Any, adapter: str | None) -> tuple[Any, str | None]:
-    """Settings that load just the adapter ``seesay ask --adapter`` names, and the model name to ask.
+def with_adapter(settings: Any, adapter: str | None) -> tuple[Any, str | None]:
+    """Settings that load just the adapter ``--adapter`` names (``ask``, ``batch``), and the model name to ask.
 
     A name from ``lora_modules`` selects that adapter; anything else is an adapter folder or hub id,
     served under its path as name.

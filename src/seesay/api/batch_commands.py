@@ -75,7 +75,7 @@ def run_batch_command(args: argparse.Namespace) -> int:
     """Run the job; see the module docstring for the exit status."""
     from contextlib import closing
 
-    from seesay.cli import _with_adapter, engine_from_args
+    from seesay.cli import engine_from_args, with_adapter
     from seesay.safety import SafetyGate
 
     try:
@@ -84,7 +84,7 @@ def run_batch_command(args: argparse.Namespace) -> int:
         args.batch_parser.error(str(exc))  # exits 2
     if not args.input.is_file():
         args.batch_parser.error(f"{args.input}: no such input file")
-    settings, adapter = _with_adapter(settings, args.adapter)
+    settings, adapter = with_adapter(settings, args.adapter)
     with closing(SafetyGate.from_config(settings.safety_config())) as gate:  # before the model: fails closed
         engine = engine_from_args(args, settings)
         summary = asyncio.run(_job(engine, settings, gate, args, adapter))
