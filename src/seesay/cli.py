@@ -33,7 +33,7 @@ log = logging.getLogger("seesay")
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``seesay`` console script; returns the exit code."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_spelled_out(sys.argv[1:] if argv is None else list(argv)))
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")
     _quiet_libraries(args.verbose)
@@ -47,6 +47,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+
+
+def _spelled_out(argv: list[str]) -> list[str]:
+    """``seesay batch prepare ...`` is the command ``batch-prepare`` (``batch`` itself takes a file)."""
+    for index in range(len(argv) - 1):
+        if argv[index] == "batch" and argv[index + 1] == "prepare":
+            return [*argv[:index], "batch-prepare", *argv[index + 2:]]
+        if not argv[index].startswith("-"):
+            break
+    return argv
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -124,16 +134,19 @@ def _add_optional_commands(commands: Any) -> None:
     add_finetune_commands(commands)
     add_cache_commands(commands)
     try:
+        from seesay.api.batch_commands import add_batch_commands
         from seesay.api.commands import add_serve_command
     except ImportError as exc:  # the serve extra is not installed
-        serve = commands.add_parser("serve", help="run the HTTP API (needs: pip install 'seesay[serve]')")
-        serve.set_defaults(func=lambda _args, reason=str(exc): _missing_serve(reason))
+        for name, purpose in (("serve", "run the HTTP API"), ("batch", "answer a JSONL file of requests")):
+            command = commands.add_parser(name, help=f"{purpose} (needs: pip install 'seesay[serve]')")
+            command.set_defaults(func=lambda _args, reason=str(exc): _missing_serve(reason))
     else:
         add_serve_command(commands)
+        add_batch_commands(commands)
 
 
 def _missing_serve(reason: str) -> int:
-    print(f"seesay: error: the server needs pip install 'seesay[serve]' ({reason})", file=sys.stderr)
+    print(f"seesay: error: this command needs pip install 'seesay[serve]' ({reason})", file=sys.stderr)
     return 1
 
 
@@ -159,7 +172,7 @@ def run_ask(args: argparse.Namespace) -> int:
     from seesay.safety import SafetyGate
     from seesay.types import Question, SamplingParams, Turn
 
-    settings, adapter = _with_adapter(settings_from_args(args), args.adapter)
+    settings, adapter = with_adapter(settings_from_args(args), args.adapter)
     with closing(SafetyGate.from_config(settings.safety_config())) as gate:  # before the model: fails closed
         engine = engine_from_args(args, settings)
         sampling = SamplingParams(
@@ -175,8 +188,8 @@ def run_ask(args: argparse.Namespace) -> int:
     return 0
 
 
-def _with_adapter(settings: Any, adapter: str | None) -> tuple[Any, str | None]:
-    """Settings that load just the adapter ``seesay ask --adapter`` names, and the model name to ask.
+def with_adapter(settings: Any, adapter: str | None) -> tuple[Any, str | None]:
+    """Settings that load just the adapter ``--adapter`` names (``ask``, ``batch``), and the model name to ask.
 
     A name from ``lora_modules`` selects that adapter; anything else is an adapter folder or hub id,
     served under its path as name.
