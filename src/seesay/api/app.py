@@ -25,7 +25,7 @@ from seesay.api.metrics import Metrics
 from seesay.api.middleware import BodySizeLimit, FormTextCheck, RequestTelemetry
 from seesay.api.openapi import install_openapi
 from seesay.api.rate_limit import RateLimit, SharedLimitConfig
-from seesay.api.routes import admin, chat, health, models, vqa
+from seesay.api.routes import admin, chat, health, limits, models, vqa
 from seesay.cache import BreakerConfig
 from seesay.config import Settings
 from seesay.engine.base import Engine
@@ -71,7 +71,7 @@ def build_app(settings: Settings, engine: Engine | None = None, *, gate: SafetyG
                   description="Visual question answering with Qwen3-VL, OpenAI-compatible.")
     install_error_handlers(app, debug=settings.debug)
     install_openapi(app, settings)
-    routers = [module.router for module in (chat, vqa, models, health, admin)]
+    routers = [module.router for module in (chat, vqa, models, limits, health, admin)]
     if settings.allow_runtime_lora_updating:
         routers.append(models.updates_router)
     for router in routers:
