@@ -137,12 +137,23 @@ def test_a_chinese_question_streams_the_apis_answer_and_a_follow_up_continues(
     page.page.set_input_files("#file-input", str(picture))
     expect(page.page.locator("#views")).to_be_visible()
 
+    page.page.evaluate("""() => {
+        window.answerSteps = [];  // the answer's text after each update, to see it grow as it streams
+        new MutationObserver((records) => {
+            for (const record of records) {
+                const span = record.target.closest && record.target.closest("li.assistant .text");
+                if (span) window.answerSteps.push(span.textContent);
+            }
+        }).observe(document.getElementById("conversation"), {childList: true, subtree: true, characterData: true});
+    }""")
     first = page.ask("这件外套适合什么场合穿？")
     server_max = limits(server)["max_pixels"]
     opening = {"role": "user", "content": [{"type": "image_url", "image_url": {"url": png_data_url(picture)}},
                                            {"type": "text", "text": "这件外套适合什么场合穿？"}]}
     direct = api_answer(server, [opening], server_max)
     assert first == direct["choices"][0]["message"]["content"] != ""
+    steps = page.page.evaluate("() => window.answerSteps")
+    assert len(steps) > 1 and all(first.startswith(step) for step in steps), steps  # shown piece by piece
 
     sent = page.chat_requests()[-1]
     body = sent.post_data_json
@@ -164,6 +175,30 @@ def test_a_chinese_question_streams_the_apis_answer_and_a_follow_up_continues(
     page.page.click("#new-picture")
     expect(page.page.locator("#conversation li")).to_have_count(0)
     expect(page.page.locator("#views")).to_be_hidden()
+
+
+DROP_OR_PASTE = """async ([how, url]) => {
+    const blob = await (await fetch(url)).blob();
+    const data = new DataTransfer();
+    data.items.add(new File([blob], "picture.png", {type: "image/png"}));
+    if (how === "drop") {
+        document.getElementById("drop-zone").dispatchEvent(new DragEvent("drop", {dataTransfer: data, bubbles: true,
+                                                                                   cancelable: true}));
+    } else {
+        document.dispatchEvent(new ClipboardEvent("paste", {clipboardData: data, bubbles: true, cancelable: true}));
+    }
+}"""
+
+
+@pytest.mark.parametrize("how", ["drop", "paste"])
+def test_a_dropped_or_pasted_picture_is_previewed_and_asked_about(page: Page, how: str) -> None:
+    page.open()
+    page.page.evaluate(DROP_OR_PASTE, [how, "/web/examples/green-bag.png"])
+    expect(page.page.locator("#views")).to_be_visible()
+    expect(page.page.locator("#preview-caption")).to_have_text("你的图片：256 × 256 像素")
+    assert page.ask("这是什么颜色？") != ""
+    content = page.chat_requests()[-1].post_data_json["messages"][0]["content"]
+    assert content[0]["image_url"]["url"] == png_data_url(example_path("green-bag"))
 
 
 @pytest.mark.parametrize("budget", ["server's", "two thirds", "three tiles"])
