@@ -63,6 +63,7 @@ class Settings(BaseSettings):
     max_model_len: int = 8192
     default_max_new_tokens: int = 512
     cpu_threads: int | None = Field(None, ge=1, description="torch threads on CPU; unset: one per core.")
+    web_page: bool = Field(True, description="Serve the web page at / (false: an API-only server, 404 at /).")
 
     # The remote engine (engine = "remote"; see seesay.engine.remote).
     remote_upstreams: Annotated[tuple[str, ...], NoDecode] = Field(

@@ -272,6 +272,7 @@ ROUTE_ERRORS: dict[tuple[str, str], set[type[SeesayError]]] = {
     ("post", "/v1/vqa"): ANSWERING,
     ("get", "/v1/models"): CALLER_ERRORS,
     ("get", "/v1/models/{model_id}"): CALLER_ERRORS | {ModelNotFoundError},
+    ("get", "/v1/seesay/limits"): CALLER_ERRORS,
     ("post", "/v1/load_lora_adapter"): CALLER_ERRORS | {AdapterLoadError, ServerBusyError},
     ("post", "/v1/unload_lora_adapter"): CALLER_ERRORS | {ModelNotFoundError, ServerBusyError},
     ("get", "/admin/cache"): CALLER_ERRORS | {CacheUnavailableError},

@@ -27,6 +27,7 @@ from seesay.api.protocol import (
     ErrorDetail,
     ErrorResponse,
     FinishReasonWire,
+    PromptTokensDetails,
     UsageOut,
 )
 from seesay.api.record import RequestRecord
@@ -57,7 +58,8 @@ def json_response(body: BaseModel, headers: dict[str, str]) -> Response:
 
 def usage_out(usage: Usage) -> UsageOut:
     return UsageOut(prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
-                    total_tokens=usage.total_tokens)
+                    total_tokens=usage.total_tokens,
+                    prompt_tokens_details=PromptTokensDetails(image_tokens=usage.image_tokens))
 
 
 def finish_reason(result: GenerationResult) -> FinishReasonWire:

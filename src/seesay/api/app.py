@@ -25,7 +25,7 @@ from seesay.api.metrics import Metrics
 from seesay.api.middleware import BodySizeLimit, FormTextCheck, RequestTelemetry
 from seesay.api.openapi import install_openapi
 from seesay.api.rate_limit import RateLimit, SharedLimitConfig
-from seesay.api.routes import admin, chat, health, models, vqa
+from seesay.api.routes import admin, chat, health, limits, models, vqa, web
 from seesay.cache import BreakerConfig
 from seesay.config import Settings
 from seesay.engine.base import Engine
@@ -71,11 +71,15 @@ def build_app(settings: Settings, engine: Engine | None = None, *, gate: SafetyG
                   description="Visual question answering with Qwen3-VL, OpenAI-compatible.")
     install_error_handlers(app, debug=settings.debug)
     install_openapi(app, settings)
-    routers = [module.router for module in (chat, vqa, models, health, admin)]
+    routers = [module.router for module in (chat, vqa, models, limits, health, admin)]
     if settings.allow_runtime_lora_updating:
         routers.append(models.updates_router)
+    if settings.web_page:
+        routers.append(web.router)
     for router in routers:
         app.include_router(router)
+    if settings.web_page:
+        web.mount_static(app)
     paths = {getattr(route, "path", "") for router in routers for route in router.routes}
     app.add_middleware(FormTextCheck)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)

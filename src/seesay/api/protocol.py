@@ -311,10 +311,30 @@ def _json_value(value: Any) -> Any:
 # --- responses -------------------------------------------------------------------------------
 
 
+class PromptTokensDetails(BaseModel):
+    image_tokens: int = Field(description="How many of the prompt tokens are the pictures' visual tokens.")
+
+
 class UsageOut(BaseModel):
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
+    prompt_tokens_details: PromptTokensDetails
+
+
+class PixelLimits(BaseModel):
+    """``GET /v1/seesay/limits``: the pixel budget pictures are resized into, and the input limits.
+
+    A picture of w × h pixels is resized as the model's processor would (sides multiples of
+    ``factor``, area within [min_pixels, max_pixels]) and costs one visual token per
+    ``factor`` × ``factor`` pixels; a request's ``seesay.max_pixels`` may lower the budget.
+    """
+
+    min_pixels: int
+    max_pixels: int
+    factor: int
+    max_images_per_request: int
+    max_image_bytes: int
 
 
 class AssistantMessage(BaseModel):
