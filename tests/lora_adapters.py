@@ -1,6 +1,7 @@
 """LoRA adapters for the demo model, made the way users make them: PEFT's ``get_peft_model`` and
-``save_pretrained``, with seeded random ``lora_B`` weights large enough to change greedy answers
-(a fresh LoRA has ``lora_B = 0`` and changes nothing)."""
+``save_pretrained``, seeded (``lora_A``'s initialisation and random ``lora_B`` weights large enough
+to change greedy answers; a fresh LoRA has ``lora_B = 0`` and changes nothing), so an adapter is the
+same whichever test makes it first."""
 
 from __future__ import annotations
 
@@ -21,7 +22,9 @@ def make_adapter(folder: Path, seed: int, target_modules: str = LANGUAGE_ATTENTI
     from seesay.engine.config import demo_model_dir
 
     model = AutoModelForImageTextToText.from_pretrained(str(demo_model_dir()))
-    peft_model = get_peft_model(model, LoraConfig(r=8, lora_alpha=32, target_modules=target_modules))
+    with torch.random.fork_rng(devices=[]):  # lora_A's initialisation too: the same adapter whatever ran before
+        torch.manual_seed(seed)
+        peft_model = get_peft_model(model, LoraConfig(r=8, lora_alpha=32, target_modules=target_modules))
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, weight in peft_model.named_parameters():
