@@ -16,10 +16,7 @@ import argparse
 import asyncio
 import io
 import random
-import statistics
 import sys
-import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
@@ -37,6 +34,7 @@ from seesay.cache import (
 from seesay.demo.catalogue import COLOURS, KINDS, Item, draw_picture
 from seesay.images import NormalizedImage, PixelBudget, load_image
 from seesay.types import ChatMessage, GenerationRequest, GenerationResult, SamplingParams, Usage
+from timing import show, timed  # bench/ is on sys.path when this runs as a script
 
 ANSWER = GenerationResult("req-bench", "适合春秋季休闲出行，可搭配牛仔裤。", "stop", Usage(90, 12))
 
@@ -46,20 +44,6 @@ def photo(seed: int) -> NormalizedImage:
     buffer = io.BytesIO()
     draw_picture(item, random.Random(seed)).save(buffer, format="PNG")
     return load_image(buffer.getvalue(), PixelBudget())
-
-
-async def timed(n: int, step: Callable[[int], Awaitable[object]]) -> list[float]:
-    samples = []
-    for i in range(n):
-        start = time.perf_counter()
-        await step(i)
-        samples.append((time.perf_counter() - start) * 1000)
-    return samples
-
-
-def show(name: str, samples: list[float]) -> None:
-    p99 = statistics.quantiles(samples, n=100)[98]
-    print(f"{name:<34} p50 {statistics.median(samples):8.3f} ms   p99 {p99:8.3f} ms   (n={len(samples)})")
 
 
 async def measure(n: int, url: str) -> None:

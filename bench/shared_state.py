@@ -15,10 +15,7 @@ import argparse
 import asyncio
 import io
 import random
-import statistics
 import sys
-import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
@@ -28,6 +25,7 @@ from seesay.api.rate_limit import RateLimit, SharedLimitConfig
 from seesay.cache import NearDuplicateRule, RedisCacheConfig, SharedNearDuplicateIndex
 from seesay.demo.catalogue import COLOURS, KINDS, Item, draw_picture
 from seesay.images import NormalizedImage, PixelBudget, load_image
+from timing import show, timed  # bench/ is on sys.path when this runs as a script
 
 
 def photo(seed: int, *, near_copy: bool = False) -> NormalizedImage:
@@ -38,20 +36,6 @@ def photo(seed: int, *, near_copy: bool = False) -> NormalizedImage:
     else:
         picture.save(buffer, format="PNG")
     return load_image(buffer.getvalue(), PixelBudget())
-
-
-async def timed(n: int, step: Callable[[int], Awaitable[object]]) -> list[float]:
-    samples = []
-    for i in range(n):
-        start = time.perf_counter()
-        await step(i)
-        samples.append((time.perf_counter() - start) * 1000)
-    return samples
-
-
-def show(name: str, samples: list[float]) -> None:
-    cuts = statistics.quantiles(samples, n=100)
-    print(f"{name:<48} p50 {cuts[49]:7.3f} ms   p99 {cuts[98]:7.3f} ms   (n={len(samples)})")
 
 
 async def rate_limits(url: str, n: int) -> None:
