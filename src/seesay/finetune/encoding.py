@@ -22,7 +22,7 @@ import numpy as np
 
 from seesay.errors import SeesayError
 from seesay.finetune.datasets import Conversation, DatasetError
-from seesay.images import PixelBudget, load_image
+from seesay.images import PixelBudget, load_image_file
 from seesay.training.batches import IGNORE_INDEX, EncodedSequence, PictureStore, PixelCodec, TrainingSet
 from seesay.types import ChatMessage, ImagePart
 
@@ -72,7 +72,7 @@ class ConversationEncoder:
             InvalidImageError: A picture does not decode.
             ValueError: The sequence is over ``max_length``.
         """
-        messages = conversation.chat_messages(lambda path: load_image(path.read_bytes(), self.budget))
+        messages = conversation.chat_messages(lambda path: load_image_file(path, self.budget))
         images = [part.image.image for message in messages for part in message.content
                   if isinstance(part, ImagePart)]
         counts: list[int] = []

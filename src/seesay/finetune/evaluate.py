@@ -19,7 +19,7 @@ from typing import Any
 from seesay.engine.base import Engine
 from seesay.finetune.datasets import Conversation
 from seesay.finetune.scoring import Score, exact_match, normalised_match
-from seesay.images import load_image
+from seesay.images import load_image_file
 from seesay.types import GenerationRequest, SamplingParams
 
 MAX_NEW_TOKENS = 64
@@ -85,7 +85,7 @@ def ask(engine: Engine, conversations: Sequence[Conversation], adapter: str | No
     sampling = SamplingParams(temperature=0.0, max_new_tokens=MAX_NEW_TOKENS)
     prepared = []
     for conversation in conversations:
-        messages = conversation.chat_messages(lambda path: load_image(path.read_bytes(), budget), prompt_only=True)
+        messages = conversation.chat_messages(lambda path: load_image_file(path, budget), prompt_only=True)
         prepared.append(engine.prepare(GenerationRequest(tuple(messages), sampling, adapter=adapter)))
     return [result.text for result in engine.generate(prepared)]
 
